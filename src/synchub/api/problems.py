@@ -1,0 +1,83 @@
+"""RFC 9457 problem+json responses, and the one table from error class to HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from synchub.core.errors import (
+    ConfigError,
+    HubError,
+    NotFoundError,
+    PermanentError,
+    RateLimitedError,
+    SignatureError,
+    TransientError,
+    ValidationError,
+)
+
+PROBLEM_BASE = "https://synchub.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+# error class -> (status, slug, fixed title); the first matching class wins
+ERROR_STATUS: list[tuple[type[HubError], int, str, str]] = [
+    (SignatureError, 400, "invalid-signature", "Webhook signature is invalid"),
+    (ValidationError, 422, "validation-failed", "Request is invalid"),
+    (NotFoundError, 404, "not-found", "Resource not found"),
+    (RateLimitedError, 429, "rate-limited", "Too many requests"),
+    (ConfigError, 500, "configuration", "Server configuration error"),
+    (TransientError, 503, "unavailable", "Temporarily unavailable"),
+    (PermanentError, 400, "bad-request", "Request cannot be processed"),
+]
+
+
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    *,
+    detail: str | None = None,
+    trace_id: str | None = None,
+    code: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A problem+json response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "code": code or slug.replace("-", "_"),
+    }
+    if detail:
+        body["detail"] = detail
+    if trace_id:
+        body["trace_id"] = trace_id
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def problem_for(error: HubError, *, trace_id: str | None) -> JSONResponse:
+    """The problem response for a HubError, per ERROR_STATUS."""
+    for cls, status, slug, title in ERROR_STATUS:
+        if isinstance(error, cls):
+            errors = (
+                [{"pointer": p.pointer, "detail": p.detail} for p in error.problems]
+                if isinstance(error, ValidationError)
+                else None
+            )
+            detail = str(error) if status < 500 else None  # never leak internals on 5xx
+            if isinstance(error, SignatureError):
+                detail = "The Stripe-Signature header does not verify for this body."
+            return problem(
+                status,
+                slug,
+                title,
+                detail=detail,
+                trace_id=trace_id,
+                code=error.code,
+                errors=errors,
+            )
+    return problem(500, "internal", "Internal error", trace_id=trace_id)

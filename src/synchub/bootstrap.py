@@ -1,0 +1,216 @@
+"""The one place that turns Settings into the object graph: store, register, connectors."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+
+import httpx
+
+from synchub.config import Settings
+from synchub.connectors.base import Destination
+from synchub.connectors.hubspot.client import HubSpotClient
+from synchub.connectors.hubspot.push import HubSpotDestination
+from synchub.connectors.hubspot.sandbox import HubSpotSandbox
+from synchub.connectors.product.client import ProductClient
+from synchub.connectors.product.push import ProductDestination
+from synchub.connectors.product.sandbox import ProductSandbox
+from synchub.connectors.standard_webhooks import new_secret
+from synchub.connectors.stripe.client import StripeClient
+from synchub.connectors.stripe.pull import StripeReader
+from synchub.connectors.stripe.sandbox import StripeSandbox
+from synchub.connectors.xero.client import XeroClient
+from synchub.connectors.xero.push import XeroDestination
+from synchub.connectors.xero.sandbox import XeroSandbox
+from synchub.core.clock import Clock, FixedClock, SystemClock
+from synchub.core.errors import ConfigError
+from synchub.db import Database, make_database
+from synchub.events.model import CATALOGUE
+from synchub.ingest.service import SourceReader
+from synchub.mapping.catalogue import load_mappings
+from synchub.mapping.model import MappingVersion
+from synchub.register.loader import load_register
+from synchub.register.model import Connection, Mode, Register, RetryPolicy
+
+
+def app_version() -> str:
+    """The installed synchub version."""
+    try:
+        return version("synchub")
+    except PackageNotFoundError:
+        return "0.0.0+local"
+
+
+@dataclass
+class Sandboxes:
+    """The in-process vendor sandboxes used by sandbox-mode connections (demo, tests)."""
+
+    stripe: StripeSandbox
+    hubspot: HubSpotSandbox = field(default_factory=HubSpotSandbox)
+    xero: XeroSandbox = field(default_factory=XeroSandbox)
+    product: ProductSandbox = field(default_factory=lambda: ProductSandbox(secret=new_secret()))
+
+
+def new_sandboxes(*, stripe_start: datetime) -> Sandboxes:
+    """Fresh sandboxes; the Stripe account's clock starts at `stripe_start`."""
+    return Sandboxes(stripe=StripeSandbox(clock=FixedClock(stripe_start)))
+
+
+@dataclass
+class Hub:
+    """Everything a process of synchub needs, built once."""
+
+    settings: Settings
+    db: Database
+    register: Register
+    mappings: dict[str, dict[str, MappingVersion]]
+    clock: Clock
+    readers: dict[str, SourceReader]
+    destinations: dict[str, Destination]
+    policies: dict[str, RetryPolicy]
+    sandboxes: Sandboxes | None
+    webhook_secrets: dict[str, list[str]]
+    version: str
+    http_clients: list[httpx.Client] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close HTTP clients and database connections."""
+        for client in self.http_clients:
+            client.close()
+        self.db.dispose()
+
+
+def load_checked_register(
+    settings: Settings,
+) -> tuple[Register, dict[str, dict[str, MappingVersion]]]:
+    """Load the mappings and the register; raises RegisterError naming file and line."""
+    mappings = load_mappings()
+    register = load_register(
+        settings.register_dir,
+        event_types=set(CATALOGUE),
+        mappings={system: set(versions) for system, versions in mappings.items()},
+    )
+    return register, mappings
+
+
+def _secret(value: object | None) -> str | None:
+    return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+
+
+def build_hub(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sandboxes: Sandboxes | None = None,
+    db: Database | None = None,
+) -> Hub:
+    """Build the hub from settings; sandbox-mode connections get in-process sandboxes."""
+    register, mappings = load_checked_register(settings)
+    clock = clock or SystemClock()
+    needs_sandbox = any(c.mode is Mode.SANDBOX for c in register.connections.values())
+    if needs_sandbox and sandboxes is None:
+        sandboxes = new_sandboxes(stripe_start=clock.now())
+    hub = Hub(
+        settings=settings,
+        db=db or make_database(settings.resolved_database_url()),
+        register=register,
+        mappings=mappings,
+        clock=clock,
+        readers={},
+        destinations={},
+        policies={n: c.retry for n, c in register.connections.items()},
+        sandboxes=sandboxes,
+        webhook_secrets={},
+        version=app_version(),
+    )
+    for connection in register.connections.values():
+        _wire(hub, connection)
+    return hub
+
+
+def _http(hub: Hub, connection: Connection, transport: httpx.BaseTransport | None) -> httpx.Client:
+    client = httpx.Client(
+        transport=transport, timeout=connection.retry.timeout_seconds, follow_redirects=False
+    )
+    hub.http_clients.append(client)
+    return client
+
+
+def _wire(hub: Hub, connection: Connection) -> None:
+    sandbox_mode = connection.mode is Mode.SANDBOX
+    boxes = hub.sandboxes
+    s = hub.settings
+    name = connection.name
+    if connection.system == "stripe":
+        mapping_id = connection.mapping or next(iter(hub.mappings["stripe"]))
+        hub.webhook_secrets[name] = [s.stripe_webhook_secret.get_secret_value()]
+        client = None
+        if sandbox_mode and boxes:
+            client = StripeClient(
+                _http(hub, connection, boxes.stripe.transport()),
+                api_key=boxes.stripe.api_key,
+                clock=hub.clock,
+            )
+        elif s.stripe_api_key is not None:
+            client = StripeClient(
+                _http(hub, connection, None),
+                api_key=s.stripe_api_key.get_secret_value(),
+                clock=hub.clock,
+            )
+        hub.readers[name] = StripeReader(
+            source=name, mapping=hub.mappings["stripe"][mapping_id], client=client
+        )
+    elif connection.system == "hubspot":
+        if sandbox_mode and boxes:
+            http, token = _http(hub, connection, boxes.hubspot.transport()), boxes.hubspot.token
+        else:
+            http, token = _http(hub, connection, None), _required(_secret(s.hubspot_token), name)
+        hub.destinations[name] = HubSpotDestination(
+            name, HubSpotClient(http, token=token, clock=hub.clock)
+        )
+    elif connection.system == "xero":
+        if sandbox_mode and boxes:
+            http = _http(hub, connection, boxes.xero.transport())
+            token, tenant = boxes.xero.token, boxes.xero.tenant_id
+        else:
+            http = _http(hub, connection, None)
+            token = _required(_secret(s.xero_token), name)
+            tenant = _required(s.xero_tenant_id, name)
+        xero = XeroClient(http, token=token, tenant_id=tenant, clock=hub.clock)
+        hub.destinations[name] = XeroDestination(
+            name,
+            xero,
+            timezone=hub.register.timezone,
+            sales_account=connection.settings.get("sales_account", "200"),
+            bank_account=connection.settings.get("bank_account", "090"),
+        )
+    elif connection.system == "product":
+        if sandbox_mode and boxes:
+            http, secret = _http(hub, connection, boxes.product.transport()), boxes.product.secret
+        else:
+            http = _http(hub, connection, None)
+            secret = _required(_secret(s.product_callback_secret), name)
+        url = connection.settings.get("callback_url", s.product_callback_url)
+        hub.destinations[name] = ProductDestination(
+            name,
+            ProductClient(
+                http,
+                url=url,
+                secrets=[secret],
+                clock=hub.clock,
+                timeout_seconds=connection.retry.timeout_seconds,
+            ),
+        )
+
+
+def _required(value: str | None, connection: str) -> str:
+    if not value:
+        raise ConfigError(f"connection {connection!r} is live but its credentials are not set")
+    return value
+
+
+def random_secret() -> str:
+    """A random local secret (webhook signing in demos)."""
+    return "whsec_" + secrets.token_urlsafe(24)

@@ -1,0 +1,39 @@
+"""Settings: read and validated once by an entrypoint (CLI, app factory), then passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_STRIPE_WEBHOOK_SECRET = "whsec_synchub_local_dev_only"  # noqa: S105 - local dev default, not a credential
+
+
+class Settings(BaseSettings):
+    """Every setting synchub reads, from `SYNCHUB_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="SYNCHUB_", extra="ignore")
+
+    data_dir: Path = Path(".synchub")
+    database_url: str | None = Field(default=None, description="default: SQLite in data_dir")
+    register_dir: Path = Path("register")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    worker_threads: int = Field(default=4, ge=1, le=64)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    stripe_webhook_secret: SecretStr = SecretStr(DEV_STRIPE_WEBHOOK_SECRET)
+    stripe_api_key: SecretStr | None = None
+    hubspot_token: SecretStr | None = None
+    xero_token: SecretStr | None = None
+    xero_tenant_id: str | None = None
+    product_callback_url: str = "http://127.0.0.1:9090/synchub/callbacks"
+    product_callback_secret: SecretStr | None = None
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'synchub.db').resolve()}"

@@ -1,0 +1,1 @@
+"""Vendor connectors. Vendor words live only below this folder."""

@@ -1,0 +1,78 @@
+"""The roles connectors play: a Destination receives canonical events, a Fetcher re-reads objects.
+
+Destinations translate vendor and HTTP failures into the error tree (see `http.py`):
+TransientError (retry, honouring retry_after) or PermanentError (dead letter). Nothing above
+`connectors/` ever sees an httpx exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Link:
+    """A canonical id now known at a destination under this external id."""
+
+    entity: str
+    canonical_id: str
+    external_id: str
+
+
+@dataclass(frozen=True)
+class OutboundEvent:
+    """A canonical event as a destination sees it."""
+
+    id: str
+    type: str
+    subject: str
+    time: datetime
+    payload: dict[str, Any]
+    traceparent: str | None
+    links: dict[str, str]  # canonical id -> this destination's id, for the event's entities
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt: the stable idempotency key and which try this is."""
+
+    delivery_id: str
+    idempotency_key: str
+    number: int
+
+
+@dataclass
+class Delivered:
+    """What a destination did with an event."""
+
+    summary: str
+    links: list[Link] = field(default_factory=list)
+
+
+class Destination(Protocol):
+    """Receives canonical events; must be idempotent for a repeated idempotency key."""
+
+    name: str
+
+    def deliver(self, event: OutboundEvent, attempt: Attempt) -> Delivered:
+        """Apply one event at the destination or raise a HubError."""
+        ...
+
+
+@dataclass(frozen=True)
+class FetchedObject:
+    """A vendor object read now, with the vendor's clock reading (for ordering)."""
+
+    object_type: str
+    body: dict[str, Any]
+    vendor_time: datetime
+
+
+class Fetcher(Protocol):
+    """Re-reads a source object by id, to fill a gap or settle an ordering tie."""
+
+    def fetch(self, object_type: str, external_id: str) -> FetchedObject:
+        """Return the current object or raise a HubError."""
+        ...

@@ -1,0 +1,56 @@
+"""An in-process example product that receives synchub's signed entitlement callbacks.
+
+It verifies Standard Webhooks signatures (±300 s), de-duplicates on `webhook-id`, and keeps
+each account's entitlement, so tests and the demo can check what the product believes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+
+from synchub.connectors import standard_webhooks
+from synchub.connectors.sandbox import Sandbox, json_response
+from synchub.core.clock import Clock, SystemClock
+from synchub.core.errors import SignatureError
+
+
+class ProductSandbox(Sandbox):
+    """The product's callback endpoint and its accounts."""
+
+    vendor = "product"
+
+    def __init__(
+        self, *, secret: str, path: str = "/synchub/callbacks", clock: Clock | None = None
+    ) -> None:
+        super().__init__()
+        self.secret = secret
+        self.clock = clock or SystemClock()
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.seen: set[str] = set()
+        self.duplicates = 0
+        self.route("POST", re.escape(path), self._callback)
+
+    def _callback(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
+        try:
+            msg_id = standard_webhooks.verify(
+                request.content,
+                dict(request.headers),
+                secret=self.secret,
+                now=int(self.clock.now().timestamp()),
+            )
+        except SignatureError:
+            return json_response(401, {"error": "bad signature"})
+        if msg_id in self.seen:
+            self.duplicates += 1
+            return httpx.Response(204)
+        body = json.loads(request.content)
+        data = body["data"]
+        account = self.accounts.setdefault(data["customer_id"], {"history": []})
+        account.update(entitled=data["entitled"], billing_status=data["billing_status"])
+        account["history"].append(body["type"])
+        self.seen.add(msg_id)
+        return httpx.Response(204)

@@ -1,0 +1,1 @@
+"""Canonical entities, money, time, ids and the error tree (pure, no I/O)."""

@@ -1,0 +1,135 @@
+"""The canonical language: entities, their fields and the kinds of value each holds.
+
+Golden tables, mappings and event payloads are all built from these specs, so a field
+exists in one place only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """What a canonical field holds."""
+
+    TEXT = "text"
+    EMAIL = "email"
+    INT = "int"  # plain integers and minor-unit amounts (paired with the entity's currency)
+    BOOL = "bool"
+    CURRENCY = "currency"
+    DATETIME = "datetime"  # aware UTC instant
+    DATE = "date"  # calendar date in the organisation's time zone
+    REF = "ref"  # canonical id of another entity
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One canonical field."""
+
+    name: str
+    kind: Kind
+    ref: str | None = None  # for REF: the entity referred to
+
+
+def _f(name: str, kind: Kind, ref: str | None = None) -> FieldSpec:
+    return FieldSpec(name, kind, ref)
+
+
+ENTITIES: dict[str, tuple[FieldSpec, ...]] = {
+    "customer": (
+        _f("email", Kind.EMAIL),
+        _f("name", Kind.TEXT),
+        _f("phone", Kind.TEXT),
+        _f("company_name", Kind.TEXT),
+        _f("country", Kind.TEXT),
+        _f("currency", Kind.CURRENCY),
+        _f("product_account_id", Kind.TEXT),
+        _f("billing_status", Kind.TEXT),
+        _f("source_created_at", Kind.DATETIME),
+    ),
+    "plan": (
+        _f("name", Kind.TEXT),
+        _f("currency", Kind.CURRENCY),
+        _f("amount_minor", Kind.INT),
+        _f("interval", Kind.TEXT),
+        _f("interval_count", Kind.INT),
+        _f("active", Kind.BOOL),
+    ),
+    "subscription": (
+        _f("customer_id", Kind.REF, "customer"),
+        _f("plan_id", Kind.REF, "plan"),
+        _f("status", Kind.TEXT),
+        _f("currency", Kind.CURRENCY),
+        _f("amount_minor", Kind.INT),
+        _f("interval", Kind.TEXT),
+        _f("quantity", Kind.INT),
+        _f("trial_end_at", Kind.DATETIME),
+        _f("cancel_at_period_end", Kind.BOOL),
+        _f("canceled_at", Kind.DATETIME),
+        _f("started_at", Kind.DATETIME),
+    ),
+    "invoice": (
+        _f("customer_id", Kind.REF, "customer"),
+        _f("subscription_id", Kind.REF, "subscription"),
+        _f("number", Kind.TEXT),
+        _f("status", Kind.TEXT),
+        _f("currency", Kind.CURRENCY),
+        _f("subtotal_minor", Kind.INT),
+        _f("tax_minor", Kind.INT),
+        _f("total_minor", Kind.INT),
+        _f("amount_due_minor", Kind.INT),
+        _f("amount_paid_minor", Kind.INT),
+        _f("attempt_count", Kind.INT),
+        _f("issued_at", Kind.DATETIME),
+        _f("due_date", Kind.DATE),
+        _f("paid_at", Kind.DATETIME),
+    ),
+    "payment": (
+        _f("customer_id", Kind.REF, "customer"),
+        _f("invoice_id", Kind.REF, "invoice"),
+        _f("status", Kind.TEXT),
+        _f("currency", Kind.CURRENCY),
+        _f("amount_minor", Kind.INT),
+        _f("amount_refunded_minor", Kind.INT),
+        _f("paid_at", Kind.DATETIME),
+    ),
+}
+
+LINE_FIELDS: tuple[FieldSpec, ...] = (
+    _f("description", Kind.TEXT),
+    _f("quantity", Kind.INT),
+    _f("unit_amount_minor", Kind.INT),
+    _f("amount_minor", Kind.INT),
+    _f("currency", Kind.CURRENCY),
+)
+
+# Which entity each entity belongs to for delivery ordering: all of one customer's
+# changes reach a destination in the order they happened.
+AGGREGATE_REF = {
+    "customer": None,
+    "plan": None,
+    "subscription": "customer_id",
+    "invoice": "customer_id",
+    "payment": "customer_id",
+}
+
+ENTITLED_STATUSES = frozenset({"active", "trialing", "past_due"})
+
+
+def field_names(entity: str) -> list[str]:
+    """The canonical field names of an entity, in declaration order."""
+    return [spec.name for spec in ENTITIES[entity]]
+
+
+def derive_billing_status(subscription_statuses: list[str]) -> str:
+    """A customer's billing status from their subscriptions: the best standing wins."""
+    for status in ("active", "trialing", "past_due", "unpaid", "incomplete", "canceled"):
+        if status in subscription_statuses:
+            return status
+    return "none"
+
+
+def is_entitled(billing_status: str | None) -> bool:
+    """Whether a customer with this billing status may use the product."""
+    return billing_status in ENTITLED_STATUSES

@@ -1,0 +1,1 @@
+"""`synchub demo`: the hub with vendor sandboxes and a realistic day of traffic."""

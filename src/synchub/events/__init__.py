@@ -1,0 +1,1 @@
+"""Canonical events: catalogue, outbox, dispatch, delivery, dead letters."""

@@ -1,0 +1,1 @@
+"""Ingest: webhook receivers and the inbox."""

@@ -1,0 +1,1 @@
+"""Declarative, versioned field mappings between vendor payloads and canonical records."""

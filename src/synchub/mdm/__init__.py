@@ -1,0 +1,1 @@
+"""Master data: golden records, crosswalk, source snapshots, provenance and conflicts."""

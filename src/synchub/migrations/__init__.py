@@ -1,0 +1,1 @@
+"""Alembic migrations: one schema for SQLite and PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Logs, trace context and metrics."""

@@ -1,0 +1,1 @@
+"""The integration register: the YAML under `register/` that is synchub's configuration."""

@@ -1,0 +1,316 @@
+"""Load the register from YAML and validate it, naming file, line and problem for every error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from synchub.core.entities import ENTITIES
+from synchub.core.errors import ConfigError
+from synchub.register.model import Connection, FieldOwner, Flow, Mode, Register, RetryPolicy
+
+SYSTEMS = ("stripe", "xero", "hubspot", "product")
+
+
+@dataclass(frozen=True)
+class RegisterProblem:
+    """One problem in the register, located in its file."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class RegisterError(ConfigError):
+    """The register is invalid; carries every problem found."""
+
+    def __init__(self, problems: list[RegisterProblem]) -> None:
+        self.problems = problems
+        super().__init__("invalid register:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+# -- schema (pydantic, strict, no unknown keys) -------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Retry(_Strict):
+    base_seconds: float = Field(default=1.0, gt=0)
+    cap_seconds: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    max_age_seconds: float = Field(default=86400.0, gt=0)
+    timeout_seconds: float = Field(default=15.0, gt=0, le=120)
+
+
+class _Connection(_Strict):
+    system: Literal["stripe", "xero", "hubspot", "product"]
+    mode: Literal["sandbox", "live"] = "sandbox"
+    owner: str = Field(min_length=1)
+    criticality: Literal["low", "medium", "high"] = "medium"
+    runbook: str | None = None
+    mapping: str | None = None
+    settings: dict[str, str] = Field(default_factory=dict)
+    retry: _Retry = Field(default_factory=_Retry)
+
+
+class _Flow(_Strict):
+    source: str
+    destination: str
+    events: list[str] = Field(min_length=1)
+    owner: str = Field(min_length=1)
+
+
+class _Owner(_Strict):
+    owner: str
+    fallback: Literal["most_recent"] = "most_recent"
+
+
+class _Document(_Strict):
+    workspace: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,40}$")
+    timezone: str | None = None
+    connections: dict[str, _Connection] = Field(default_factory=dict)
+    flows: dict[str, _Flow] = Field(default_factory=dict)
+    ownership: dict[str, dict[str, _Owner]] = Field(default_factory=dict)
+
+
+# -- YAML with line numbers ----------------------------------------------------------------
+
+
+def _to_python(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            if key in result:
+                raise _DuplicateKeyError(key_node.start_mark.line + 1, f"duplicate key {key!r}")
+            result[key] = _to_python(value_node, (*path, key), lines)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(v, (*path, i), lines) for i, v in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+class _DuplicateKeyError(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _line_of(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+@dataclass
+class _Parsed:
+    file: str
+    document: _Document
+    lines: dict[tuple[Any, ...], int]
+
+
+def _parse_file(path: Path, problems: list[RegisterProblem]) -> _Parsed | None:
+    name = str(path)
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+        lines: dict[tuple[Any, ...], int] = {}
+        data = _to_python(node, (), lines) if node is not None else {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problems.append(RegisterProblem(name, mark.line + 1 if mark else 1, str(exc.problem)))
+        return None
+    except _DuplicateKeyError as exc:
+        problems.append(RegisterProblem(name, exc.line, str(exc)))
+        return None
+    if not isinstance(data, dict):
+        problems.append(RegisterProblem(name, 1, "a register file must be a mapping"))
+        return None
+    try:
+        return _Parsed(name, _Document.model_validate(data), lines)
+    except PydanticValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            where = ".".join(str(p) for p in loc)
+            problems.append(RegisterProblem(name, _line_of(lines, loc), f"{where}: {err['msg']}"))
+        return None
+
+
+# -- cross references ----------------------------------------------------------------------
+
+
+def _is_timezone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_references(
+    parsed: list[_Parsed],
+    *,
+    event_types: set[str],
+    mappings: dict[str, set[str]],
+    problems: list[RegisterProblem],
+) -> None:
+    connections = {n: (p, c) for p in parsed for n, c in p.document.connections.items()}
+    for p in parsed:
+        if p.document.timezone is not None and not _is_timezone(p.document.timezone):
+            problems.append(
+                RegisterProblem(
+                    p.file,
+                    _line_of(p.lines, ("timezone",)),
+                    f"unknown time zone {p.document.timezone!r}",
+                )
+            )
+        for name, conn in p.document.connections.items():
+            if conn.mapping is not None and conn.mapping not in mappings.get(conn.system, set()):
+                known = ", ".join(sorted(mappings.get(conn.system, set()))) or "none"
+                problems.append(
+                    RegisterProblem(
+                        p.file,
+                        _line_of(p.lines, ("connections", name, "mapping")),
+                        f"connection {name!r}: mapping version {conn.mapping!r} does not exist "
+                        f"for {conn.system} (known: {known})",
+                    )
+                )
+        for name, flow in p.document.flows.items():
+            for end in ("source", "destination"):
+                target = getattr(flow, end)
+                if target not in connections:
+                    problems.append(
+                        RegisterProblem(
+                            p.file,
+                            _line_of(p.lines, ("flows", name, end)),
+                            f"flow {name!r}: {end} {target!r} is not a connection",
+                        )
+                    )
+            for i, event in enumerate(flow.events):
+                if event not in event_types:
+                    problems.append(
+                        RegisterProblem(
+                            p.file,
+                            _line_of(p.lines, ("flows", name, "events", i)),
+                            f"flow {name!r}: unknown event type {event!r}",
+                        )
+                    )
+        for key, owners in p.document.ownership.items():
+            if key not in ENTITIES:
+                problems.append(
+                    RegisterProblem(
+                        p.file,
+                        _line_of(p.lines, ("ownership", key)),
+                        f"ownership: unknown entity {key!r}",
+                    )
+                )
+                continue
+            fields = {s.name for s in ENTITIES[key]}
+            for field_name, rule in owners.items():
+                line = _line_of(p.lines, ("ownership", key, field_name))
+                if field_name not in fields:
+                    problems.append(
+                        RegisterProblem(
+                            p.file, line, f"ownership: {key} has no field {field_name!r}"
+                        )
+                    )
+                if rule.owner not in connections:
+                    problems.append(
+                        RegisterProblem(
+                            p.file, line, f"ownership: owner {rule.owner!r} is not a connection"
+                        )
+                    )
+
+
+def _repeated_names(parsed: list[_Parsed], problems: list[RegisterProblem]) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for p in parsed:
+        for section in ("connections", "flows"):
+            for name in getattr(p.document, section):
+                if (section, name) in seen:
+                    problems.append(
+                        RegisterProblem(
+                            p.file,
+                            _line_of(p.lines, (section, name)),
+                            f"{section[:-1]} {name!r} is also declared in {seen[(section, name)]}",
+                        )
+                    )
+                seen[(section, name)] = p.file
+
+
+# -- building the model --------------------------------------------------------------------
+
+
+def _build(parsed: list[_Parsed]) -> Register:
+    workspace = next((p.document.workspace for p in parsed if p.document.workspace), "default")
+    timezone = next(
+        (p.document.timezone for p in parsed if p.document.timezone), "Pacific/Auckland"
+    )
+    connections = {
+        name: Connection(
+            name=name,
+            system=c.system,
+            mode=Mode(c.mode),
+            owner=c.owner,
+            criticality=c.criticality,
+            runbook=c.runbook,
+            mapping=c.mapping,
+            settings=dict(c.settings),
+            retry=RetryPolicy(**c.retry.model_dump()),
+        )
+        for p in parsed
+        for name, c in p.document.connections.items()
+    }
+    flows = tuple(
+        Flow(
+            name=n,
+            source=f.source,
+            destination=f.destination,
+            events=tuple(f.events),
+            owner=f.owner,
+        )
+        for p in parsed
+        for n, f in p.document.flows.items()
+    )
+    ownership = tuple(
+        FieldOwner(entity=e, field_name=fn, owner=r.owner, fallback=r.fallback)
+        for p in parsed
+        for e, owners in p.document.ownership.items()
+        for fn, r in owners.items()
+    )
+    return Register(
+        workspace=workspace,
+        timezone=timezone,
+        connections=connections,
+        flows=flows,
+        ownership=ownership,
+    )
+
+
+def load_register(
+    directory: Path, *, event_types: set[str], mappings: dict[str, set[str]]
+) -> Register:
+    """Load every *.yaml under the directory; raise RegisterError listing every problem."""
+    problems: list[RegisterProblem] = []
+    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    if not directory.is_dir() or not files:
+        raise RegisterError([RegisterProblem(str(directory), 0, "no register files (*.yaml) here")])
+    parsed = [p for f in files if (p := _parse_file(f, problems)) is not None]
+    if not problems:
+        _repeated_names(parsed, problems)
+        _check_references(parsed, event_types=event_types, mappings=mappings, problems=problems)
+    if problems:
+        raise RegisterError(problems)
+    return _build(parsed)
