@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 register_app = typer.Typer(help="The integration register.", no_args_is_help=True)
 app.add_typer(register_app, name="register")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -122,7 +122,7 @@ def register_check() -> None:
         register, _ = load_checked_register(settings)
     except RegisterError as exc:
         for problem in exc.problems:
-            err.print(str(problem), highlight=False, markup=False)
+            typer.echo(str(problem), err=True)
         raise typer.Exit(1) from exc
     print(
         f"register ok: {len(register.connections)} connections, {len(register.flows)} flows, "

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi.testclient import TestClient
 
 from synchub.api.app import create_app
 from synchub.bootstrap import build_hub
@@ -16,6 +15,7 @@ from synchub.connectors.stripe.webhooks import sign_header
 from synchub.core.errors import ValidationError
 from synchub.ingest import store as inbox_store
 from synchub.migrations.runner import upgrade
+from synchub.server import BackgroundServer
 from synchub.worker import Worker
 
 MAX_PASSES = 10_000
@@ -59,8 +59,13 @@ def replay_directory(
     try:
         upgrade(hub.db)
         worker = Worker(hub)
-        with TestClient(create_app(hub)) as http:
-            _post_files(http, files, secret, result)
+        server = BackgroundServer(create_app(hub))
+        server.start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                _post_files(http, files, secret, result)
+        finally:
+            server.stop()
         for _ in range(MAX_PASSES):
             if not worker.run_pass().did_work:
                 break

@@ -59,8 +59,9 @@ def insert_if_new(conn: Connection, row: dict[str, Any]) -> bool:
         insert(inbox_events)
         .values(**row)
         .on_conflict_do_nothing(index_elements=["workspace", "source", "external_id"])
+        .returning(inbox_events.c.id)
     )
-    return conn.execute(stmt).rowcount == 1
+    return conn.execute(stmt).first() is not None
 
 
 def exists(conn: Connection, *, workspace: str, source: str, external_id: str) -> bool:

@@ -128,7 +128,7 @@ def _first(obj: Any, paths: tuple[str, ...]) -> Any:
 def _apply_rule(obj: Any, name: str, rule: FieldRule, version: str) -> Any:
     try:
         if rule.op == "difference":
-            left, right = (read_path(obj, p) for p in rule.paths)
+            left, right = (TRANSFORMS[rule.transform](read_path(obj, p)) for p in rule.paths)
             raw = None if left is None or right is None else left - right
         elif rule.op == "sum_each":
             items = read_path(obj, rule.each or "") or []

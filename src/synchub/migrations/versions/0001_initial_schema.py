@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-03 17:07:12.844230
+Create Date: 2026-12-03
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def upgrade() -> None:
         sa.Column("product_account_id", sa.Text(), nullable=True),
         sa.Column("billing_status", sa.Text(), nullable=True),
         sa.Column("source_created_at", synchub.db.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("deleted", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("deleted", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("version", sa.Integer(), server_default="1", nullable=False),
         sa.Column("created_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
@@ -176,7 +176,7 @@ def upgrade() -> None:
         sa.Column("issued_at", synchub.db.UtcDateTime(timezone=True), nullable=True),
         sa.Column("due_date", sa.Date(), nullable=True),
         sa.Column("paid_at", synchub.db.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("deleted", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("deleted", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("version", sa.Integer(), server_default="1", nullable=False),
         sa.Column("created_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
@@ -233,7 +233,7 @@ def upgrade() -> None:
         sa.Column("amount_minor", sa.BigInteger(), nullable=True),
         sa.Column("amount_refunded_minor", sa.BigInteger(), nullable=True),
         sa.Column("paid_at", synchub.db.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("deleted", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("deleted", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("version", sa.Integer(), server_default="1", nullable=False),
         sa.Column("created_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
@@ -254,7 +254,7 @@ def upgrade() -> None:
         sa.Column("interval", sa.Text(), nullable=True),
         sa.Column("interval_count", sa.BigInteger(), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=True),
-        sa.Column("deleted", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("deleted", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("version", sa.Integer(), server_default="1", nullable=False),
         sa.Column("created_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
@@ -274,7 +274,7 @@ def upgrade() -> None:
         sa.Column("source_version", sa.BigInteger(), nullable=False),
         sa.Column("payload_hash", sa.String(length=64), nullable=False),
         sa.Column("mapping_version", sa.String(length=60), nullable=False),
-        sa.Column("deleted", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("deleted", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("updated_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint(
             "workspace", "system", "object_type", "external_id", name=op.f("pk_source_records")
@@ -295,7 +295,7 @@ def upgrade() -> None:
         sa.Column("cancel_at_period_end", sa.Boolean(), nullable=True),
         sa.Column("canceled_at", synchub.db.UtcDateTime(timezone=True), nullable=True),
         sa.Column("started_at", synchub.db.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("deleted", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("deleted", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("version", sa.Integer(), server_default="1", nullable=False),
         sa.Column("created_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", synchub.db.UtcDateTime(timezone=True), nullable=False),
