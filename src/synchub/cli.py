@@ -195,3 +195,7 @@ def replay(
 def main() -> None:
     """Entry point for the `synchub` script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

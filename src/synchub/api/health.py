@@ -26,7 +26,7 @@ def _ready(hub: Hub) -> dict[str, str]:
             conn.execute(sa.text("SELECT 1"))
         checks["database"] = "ok"
         checks["migrations"] = "ok" if is_current(hub.db) else "behind"
-    except Exception as exc:  # noqa: BLE001 - readiness reports any failure instead of raising
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure, never raises
         checks["database"] = f"error: {type(exc).__name__}"
     return checks
 

@@ -109,7 +109,11 @@ def process_inbox(ctx: IngestContext, *, limit: int = 100) -> ProcessStats:
     with ctx.db.read() as conn:
         due = store.claim_due(conn, now=ctx.clock.now(), limit=limit)
     for event in due:
-        _process_event(ctx, event, stats)
+        try:
+            _process_event(ctx, event, stats)
+        except Exception as exc:  # one poisonous event must not stop the inbox
+            log.exception("inbox.crashed", inbox_id=event.id)
+            _park(ctx, event, f"unexpected {type(exc).__name__} while processing", stats)
     return stats
 
 
@@ -130,16 +134,22 @@ def _process_event(ctx: IngestContext, event: store.InboxEvent, stats: ProcessSt
                 _park(ctx, event, last, stats)
                 return
             # What it refers to goes first, so the fetched record exists when the event applies.
-            fetched = _fetch(ctx, reader, exc.missing.entity, exc.missing.external_id) + fetched
+            target, first = (exc.missing.entity, exc.missing.external_id), True
         except SourceTieError as exc:
             last = str(exc)
-            fetched = [*fetched, *_fetch(ctx, reader, exc.entity, exc.external_id)]
+            target, first = (exc.entity, exc.external_id), False
         except (ValidationError, MappingError) as exc:
             _fail(ctx, event, str(exc), stats)
             return
+        try:
+            got = _fetch(ctx, reader, *target)
         except (TransientError, NotFoundError, RejectedError) as exc:
-            _park(ctx, event, f"could not fetch what it refers to: {exc}", stats)
+            _park(ctx, event, f"{last}; could not fetch it: {exc}", stats)
             return
+        except MappingError as exc:
+            _fail(ctx, event, f"the fetched {target[0]} does not map: {exc}", stats)
+            return
+        fetched = [*got, *fetched] if first else [*fetched, *got]
     _park(ctx, event, f"gave up after {MAX_FETCH_ROUNDS} fetch rounds: {last}", stats)
 
 

@@ -22,10 +22,30 @@ def redact_secret_keys(
     return event
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # stdlib generic
+    """Writes to whatever sys.stderr is at the time of each record (survives redirection)."""
+
+    @property  # a read-only view of the current stream
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
     """Configure structlog and the standard library to write one event per line to stderr."""
     numeric = logging.getLevelName(level.upper())
-    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
+    logging.basicConfig(
+        level=numeric, format="%(message)s", force=True, handlers=[CurrentStderrHandler()]
+    )
+    for noisy in ("httpx", "httpcore", "uvicorn.access"):  # full URLs at INFO; ours say enough
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -39,6 +59,6 @@ def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
