@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from synchub.connectors.stripe.webhooks import compute_signature, sign_header, verify_signature
 from synchub.core.errors import SignatureError
-from tests.conftest import VENDOR
+from tests.conftest import REPO
 
 SECRET = "whsec_test_secret"
 NOW = 1_700_000_000
@@ -16,7 +16,7 @@ NOW = 1_700_000_000
 
 def test_matches_the_vendor_test_vector() -> None:
     """The vector in shared/vendor/FACTS.md, checked there with stripe-python."""
-    body = (VENDOR / "stripe/events-assembled/customer.created.json").read_bytes()
+    body = (REPO / "tests/data/stripe/events/customer.created.json").read_bytes()
     expected = "55f381d464093534be85fd510575b6c0995a9098d705c7dac374c8e18ca9ad09"
     assert compute_signature(body, secret=SECRET, timestamp=NOW) == expected
     header = f"t={NOW},v1={expected}"
