@@ -18,7 +18,13 @@ from synchub.migrations.runner import upgrade
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 VENDOR = SHARED / "vendor"
-PG_ADMIN_URL = os.environ.get("SYNCHUB_TEST_DATABASE_URL")
+_APP_URL = os.environ.get("SYNCHUB_DATABASE_URL", "")
+# PostgreSQL for the second half of every database test: SYNCHUB_TEST_DATABASE_URL, or the
+# app's own SYNCHUB_DATABASE_URL when that points at PostgreSQL. Each session makes (and
+# drops) its own database next to it.
+PG_ADMIN_URL = os.environ.get("SYNCHUB_TEST_DATABASE_URL") or (
+    _APP_URL if _APP_URL.startswith("postgresql") else None
+)
 
 
 @pytest.fixture(scope="session")
