@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ NAMING_CONVENTION = {
 }
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+BUSY_TIMEOUT_MS = 30_000
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -47,15 +48,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
+class WriterBusyError(Exception):
+    """SQLite's single writer is taken and the caller asked not to wait."""
+
+
 def _sqlite_begin(conn: Connection) -> None:
     # Writers take the write lock up front so two writers never deadlock on a lock upgrade.
-    readonly = conn.get_execution_options().get("synchub_readonly", False)
-    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+    options = conn.get_execution_options()
+    if options.get("synchub_readonly", False):
+        conn.exec_driver_sql("BEGIN")
+        return
+    if not options.get("synchub_nowait", False):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    conn.exec_driver_sql("PRAGMA busy_timeout=0")  # another process holds it: fail, don't wait
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    except sa.exc.OperationalError as exc:
+        raise WriterBusyError("another process holds the SQLite writer") from exc
+    finally:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 class Database:
@@ -68,10 +85,25 @@ class Database:
         self._write_lock = threading.Lock() if self.is_sqlite else None
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A read-write transaction: committed on success, rolled back on any error."""
-        with self._write_lock or nullcontext(), self.engine.begin() as conn:
-            yield conn
+    def write(self, *, wait: bool = True) -> Iterator[Connection]:
+        """A read-write transaction: committed on success, rolled back on any error.
+
+        With `wait=False` on SQLite, raise WriterBusyError at once instead of waiting for the
+        single writer (another thread or process): callers on an event loop use it to run
+        short writes inline when the writer is free, and hop to a thread when it is not.
+        """
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        if not self._write_lock.acquire(blocking=wait):
+            raise WriterBusyError("the SQLite writer is busy")
+        try:
+            connection = self.engine.connect().execution_options(synchub_nowait=not wait)
+            with connection as conn, conn.begin():
+                yield conn
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -92,10 +124,13 @@ def make_database(url: str, *, echo: bool = False) -> Database:
             echo=echo,
             pool_size=8,
             max_overflow=8,
+            hide_parameters=True,  # parameters hold raw bodies and personal data: never log them
             connect_args={"check_same_thread": False, "timeout": 30},
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "begin", _sqlite_begin)
     else:
-        engine = sa.create_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        engine = sa.create_engine(
+            url, echo=echo, pool_size=10, max_overflow=10, hide_parameters=True, pool_pre_ping=True
+        )
     return Database(engine)

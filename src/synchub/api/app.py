@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from synchub.api import health, webhooks
 from synchub.api.problems import problem, problem_for
@@ -24,6 +25,32 @@ def _trace_id(request: Request) -> str | None:
     return getattr(request.state, "trace_id", None)
 
 
+class RequestIdMiddleware:
+    """Gives every request an id (X-Request-Id) and its trace id; plain ASGI, no task groups."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = "req_" + new_id("message").partition("_")[2]
+        traceparent = next((v.decode("latin-1") for k, v in scope["headers"]
+                            if k == b"traceparent"), None)  # fmt: skip
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        state["trace_id"] = trace_id_of(traceparent)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None) -> FastAPI:
     """Build the FastAPI app over an already-built hub."""
     app = FastAPI(title="synchub", version=hub.version, docs_url=None, redoc_url=None)
@@ -32,16 +59,7 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
     app.include_router(webhooks.router)
     app.include_router(health.router)
 
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = "req_" + new_id("message").partition("_")[2]
-        request.state.request_id = rid
-        request.state.trace_id = trace_id_of(request.headers.get("traceparent"))
-        response = await call_next(request)
-        response.headers["X-Request-Id"] = rid
-        return response
+    app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(HubError)
     async def hub_error(request: Request, exc: HubError) -> JSONResponse:

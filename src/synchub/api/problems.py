@@ -10,6 +10,7 @@ from synchub.core.errors import (
     ConfigError,
     HubError,
     NotFoundError,
+    PayloadTooLargeError,
     PermanentError,
     RateLimitedError,
     SignatureError,
@@ -23,6 +24,7 @@ MEDIA_TYPE = "application/problem+json"
 # error class -> (status, slug, fixed title); the first matching class wins
 ERROR_STATUS: list[tuple[type[HubError], int, str, str]] = [
     (SignatureError, 400, "invalid-signature", "Webhook signature is invalid"),
+    (PayloadTooLargeError, 413, "payload-too-large", "Request body too large"),
     (ValidationError, 422, "validation-failed", "Request is invalid"),
     (NotFoundError, 404, "not-found", "Resource not found"),
     (RateLimitedError, 429, "rate-limited", "Too many requests"),
@@ -70,7 +72,7 @@ def problem_for(error: HubError, *, trace_id: str | None) -> JSONResponse:
             )
             detail = str(error) if status < 500 else None  # never leak internals on 5xx
             if isinstance(error, SignatureError):
-                detail = "The Stripe-Signature header does not verify for this body."
+                detail = f"The webhook signature was refused: {error}."
             return problem(
                 status,
                 slug,

@@ -6,6 +6,7 @@ HubError
 │   └── DependencyPendingError  something this needs has not arrived yet
 └── PermanentError            retrying will not help
     ├── ValidationError       bad input; carries JSON pointers to the fields
+    │   └── PayloadTooLargeError  a body over the endpoint's limit
     ├── SignatureError        a webhook signature is missing, wrong or stale
     ├── NotFoundError
     ├── ConfigError           the register or settings are invalid
@@ -71,6 +72,12 @@ class ValidationError(PermanentError):
     def __init__(self, message: str, problems: list[FieldProblem] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or []
+
+
+class PayloadTooLargeError(ValidationError):
+    """A request body is larger than the endpoint accepts."""
+
+    code = "payload_too_large"
 
 
 class SignatureError(PermanentError):

@@ -46,6 +46,11 @@ class SourceReader(Protocol):
         ...
 
 
+def is_known_event(conn: Any, *, workspace: str, source: str, external_id: str) -> bool:
+    """Whether an event id from a source is already in the inbox (a read; no write lock)."""
+    return store.exists(conn, workspace=workspace, source=source, external_id=external_id)
+
+
 def record_inbound_event(
     conn: Any,
     *,
@@ -59,8 +64,6 @@ def record_inbound_event(
     now: datetime,
 ) -> bool:
     """Store a verified inbound event unless already stored; True if it is new."""
-    if store.exists(conn, workspace=workspace, source=source, external_id=external_id):
-        return False  # the cheap path for duplicates: no write at all
     return store.insert_if_new(
         conn,
         {

@@ -51,27 +51,28 @@ class InboxEvent:
     attempts: int
 
 
+# Built once: the webhook hot path only binds parameters to these (no statement building).
+_KEY = ("workspace", "source", "external_id")
+_EXISTS = (
+    sa.select(sa.literal(1)).where(*[inbox_events.c[k] == sa.bindparam(k) for k in _KEY]).limit(1)
+)
+_INSERT = {
+    name: insert(inbox_events)
+    .on_conflict_do_nothing(index_elements=list(_KEY))
+    .returning(inbox_events.c.id)
+    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
 def insert_if_new(conn: Connection, row: dict[str, Any]) -> bool:
     """Insert an inbox row unless (workspace, source, external_id) exists; True if inserted."""
-    dialect = conn.dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
-        insert(inbox_events)
-        .values(**row)
-        .on_conflict_do_nothing(index_elements=["workspace", "source", "external_id"])
-        .returning(inbox_events.c.id)
-    )
-    return conn.execute(stmt).first() is not None
+    return conn.execute(_INSERT[conn.dialect.name], row).first() is not None
 
 
 def exists(conn: Connection, *, workspace: str, source: str, external_id: str) -> bool:
     """Whether an event id from a source is already in the inbox."""
-    query = sa.select(sa.literal(1)).where(
-        inbox_events.c.workspace == workspace,
-        inbox_events.c.source == source,
-        inbox_events.c.external_id == external_id,
-    )
-    return conn.execute(query).first() is not None
+    params = {"workspace": workspace, "source": source, "external_id": external_id}
+    return conn.execute(_EXISTS, params).first() is not None
 
 
 def claim_due(conn: Connection, *, now: datetime, limit: int) -> list[InboxEvent]:
