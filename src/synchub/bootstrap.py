@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import httpx
 
+from synchub.config import DEV_STRIPE_WEBHOOK_SECRET as DEV_SECRET
 from synchub.config import Settings
 from synchub.connectors.base import Destination
 from synchub.connectors.hubspot.client import HubSpotClient
@@ -125,9 +126,41 @@ def build_hub(
         webhook_secrets={},
         version=app_version(),
     )
+    missing = missing_credentials(register, settings)
+    if missing:
+        raise ConfigError("cannot start:\n" + "\n".join(f"  {m}" for m in missing))
     for connection in register.connections.values():
         _wire(hub, connection)
     return hub
+
+
+LIVE_CREDENTIALS = {
+    "stripe": ("stripe_webhook_secret",),
+    "hubspot": ("hubspot_token",),
+    "xero": ("xero_token", "xero_tenant_id"),
+    "product": ("product_callback_secret",),
+}
+
+
+def missing_credentials(register: Register, settings: Settings) -> list[str]:
+    """Every setting a live connection needs but does not have, naming the variable."""
+    missing = []
+    for connection in register.connections.values():
+        if connection.mode is Mode.SANDBOX:
+            continue
+        for field_name in LIVE_CREDENTIALS[connection.system]:
+            value = getattr(settings, field_name)
+            raw = _secret(value) if hasattr(value, "get_secret_value") else value
+            variable = f"SYNCHUB_{field_name.upper()}"
+            if not raw:
+                missing.append(f"connection {connection.name!r} is live: set {variable}")
+            elif field_name == "stripe_webhook_secret" and raw == DEV_SECRET:
+                missing.append(
+                    f"connection {connection.name!r} is live: set {variable} to the endpoint's "
+                    "signing secret from Stripe (the built-in development secret is public "
+                    "and would let anyone forge events)"
+                )
+    return missing
 
 
 def _http(hub: Hub, connection: Connection, transport: httpx.BaseTransport | None) -> httpx.Client:
@@ -166,7 +199,10 @@ def _wire(hub: Hub, connection: Connection) -> None:
         if sandbox_mode and boxes:
             http, token = _http(hub, connection, boxes.hubspot.transport()), boxes.hubspot.token
         else:
-            http, token = _http(hub, connection, None), _required(_secret(s.hubspot_token), name)
+            http, token = (
+                _http(hub, connection, None),
+                _required(_secret(s.hubspot_token), name, "SYNCHUB_HUBSPOT_TOKEN"),
+            )
         hub.destinations[name] = HubSpotDestination(
             name, HubSpotClient(http, token=token, clock=hub.clock)
         )
@@ -176,8 +212,8 @@ def _wire(hub: Hub, connection: Connection) -> None:
             token, tenant = boxes.xero.token, boxes.xero.tenant_id
         else:
             http = _http(hub, connection, None)
-            token = _required(_secret(s.xero_token), name)
-            tenant = _required(s.xero_tenant_id, name)
+            token = _required(_secret(s.xero_token), name, "SYNCHUB_XERO_TOKEN")
+            tenant = _required(s.xero_tenant_id, name, "SYNCHUB_XERO_TENANT_ID")
         xero = XeroClient(http, token=token, tenant_id=tenant, clock=hub.clock)
         hub.destinations[name] = XeroDestination(
             name,
@@ -191,7 +227,9 @@ def _wire(hub: Hub, connection: Connection) -> None:
             http, secret = _http(hub, connection, boxes.product.transport()), boxes.product.secret
         else:
             http = _http(hub, connection, None)
-            secret = _required(_secret(s.product_callback_secret), name)
+            secret = _required(
+                _secret(s.product_callback_secret), name, "SYNCHUB_PRODUCT_CALLBACK_SECRET"
+            )
         url = connection.settings.get("callback_url", s.product_callback_url)
         hub.destinations[name] = ProductDestination(
             name,
@@ -205,9 +243,9 @@ def _wire(hub: Hub, connection: Connection) -> None:
         )
 
 
-def _required(value: str | None, connection: str) -> str:
+def _required(value: str | None, connection: str, variable: str) -> str:
     if not value:
-        raise ConfigError(f"connection {connection!r} is live but its credentials are not set")
+        raise ConfigError(f"connection {connection!r} is live: set {variable}")
     return value
 
 

@@ -115,7 +115,7 @@ def migrate() -> None:
 @register_app.command("check")
 def register_check() -> None:
     """Validate the register; print every problem with file and line."""
-    from synchub.bootstrap import load_checked_register
+    from synchub.bootstrap import load_checked_register, missing_credentials
 
     settings = _settings()
     try:
@@ -124,9 +124,15 @@ def register_check() -> None:
         for problem in exc.problems:
             typer.echo(str(problem), err=True)
         raise typer.Exit(1) from exc
+    missing = missing_credentials(register, settings)
+    for line in missing:
+        typer.echo(f"{settings.register_dir}: {line}", err=True)
+    if missing:
+        raise typer.Exit(1)
+    modes = ", ".join(f"{c.name} ({c.mode})" for c in register.connections.values())
     print(
-        f"register ok: {len(register.connections)} connections, {len(register.flows)} flows, "
-        f"{len(register.ownership)} field owners"
+        f"register ok ({settings.register_dir}): {len(register.connections)} connections "
+        f"[{modes}], {len(register.flows)} flows, {len(register.ownership)} field owners"
     )
 
 
@@ -165,8 +171,13 @@ def replay(
     url: Annotated[str | None, typer.Option(help="post to a running hub instead")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Feed raw Stripe events through the webhook path, signed with the local secret."""
-    from synchub.replay import replay_directory
+    """Feed exported Stripe event files through the webhook path, signed with the local secret.
+
+    Without --url an in-process hub runs on the configured store (SYNCHUB_DATABASE_URL, or
+    SQLite in SYNCHUB_DATA_DIR) until the work settles. Exits 1 if any file was rejected,
+    any event failed or is still waiting, or any delivery became a dead letter.
+    """
+    from synchub.replay import is_clean, replay_directory
 
     settings = _settings()
     try:
@@ -175,21 +186,45 @@ def replay(
         _fail(exc)
     if as_json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
-        return
-    table = Table(title=f"replayed {directory}")
+    else:
+        _print_replay(directory, result)
+    if not is_clean(result):
+        raise typer.Exit(1)
+
+
+def _print_replay(directory: Path, result: dict[str, Any]) -> None:
+    console = Console()
+    console.print(
+        f"replayed {result['files']} file(s) from {directory}",
+        highlight=False,
+    )
+    table = Table(show_header=False)
     for key in (
-        "files",
         "accepted",
         "duplicates",
         "rejected",
         "processed",
         "failed",
+        "parked",
         "events_emitted",
     ):
-        table.add_row(key, str(result[key]))
-    Console().print(table)
+        table.add_row(key.replace("_", " "), str(result[key]))
+    for destination, counts in result.get("deliveries", {}).items():
+        table.add_row(
+            f"deliveries to {destination}",
+            ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
+        )
+    console.print(table)
+    if result.get("database"):
+        console.print(f"store: {result['database']}", highlight=False)
     for problem in result["problems"]:
         err.print(problem, highlight=False, markup=False)
+    if result["parked"]:
+        err.print(
+            "parked events wait for records they refer to; they are retried with backoff "
+            "(see the inbox_events table for the reason)",
+            highlight=False,
+        )
 
 
 def main() -> None:

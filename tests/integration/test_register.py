@@ -57,7 +57,7 @@ def test_an_unknown_key_is_reported_with_its_file_and_line(register_dir: Path) -
         .strip()
         .startswith("colour")
     )
-    assert "Extra inputs are not permitted" in problem
+    assert "connections.hubspot: unknown key 'colour'" in problem
 
 
 def test_a_flow_to_a_missing_connection_is_reported(register_dir: Path) -> None:

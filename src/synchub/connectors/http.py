@@ -18,7 +18,7 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return float(value) if len(value) <= 12 else None  # absurd values are malformed
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -51,16 +51,24 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
 
     console.print(f"\n[bold]Dead letters[/bold] ({len(summary['dead_letters'])})")
     for dead in summary["dead_letters"]:
+        who = dead["subject"]
+        if dead.get("subject_name"):
+            who = f"{dead['subject_name']} ({who})"
         console.print(
-            f"  ✗ {dead['destination']} {dead['event_type']} {dead['subject']} after "
+            f"  ✗ {dead['destination']} {dead['event_type']} for {who} after "
             f"{dead['attempts']} attempt(s): {dead['reason']}",
             highlight=False,
         )
 
     verdict = summary["consistency"]
     ok = summary["consistent"]
+    explained = len(verdict["explained_by_dead_letters"])
+    answer = "yes" if ok else "NO"
+    if ok and explained:
+        answer += f", except {explained} record(s) held in the dead-letter queue"
     console.print(
-        f"\n[bold]Every system agrees:[/bold] {'yes' if ok else 'NO'} ({verdict['checked']} checks)"
+        f"\n[bold]Every system agrees with the golden records:[/bold] {answer} "
+        f"({verdict['checked']} checks)"
     )
     for line in verdict["explained_by_dead_letters"]:
         console.print(f"  … {line}", highlight=False)

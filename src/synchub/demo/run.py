@@ -102,6 +102,12 @@ def _wait_until_idle(worker: Worker) -> bool:
     return False
 
 
+def _name_of(event: dict[str, Any]) -> str | None:
+    obj = (event.get("payload") or {}).get("object", {})
+    name = obj.get("name") or obj.get("number")
+    return str(name) if name else None
+
+
 def summarise(hub: Hub, tally: WebhookTally, *, settled: bool, consistency: Any) -> dict[str, Any]:
     """The demo's summary as plain data (the --json output)."""
     ws = hub.register.workspace
@@ -123,13 +129,16 @@ def summarise(hub: Hub, tally: WebhookTally, *, settled: bool, consistency: Any)
                         "destination": row["destination"],
                         "event_type": row["event_type"],
                         "subject": event.get("subject"),
+                        "subject_name": _name_of(event),
                         "attempts": row["attempts"],
                         "reason": row["dead_reason"],
                     }
                 )
     per_destination: dict[str, dict[str, int]] = {}
     for row in deliveries:
-        stats = per_destination.setdefault(row["destination"], Counter())
+        stats = per_destination.setdefault(
+            row["destination"], Counter({"succeeded": 0, "dead": 0, "pending": 0})
+        )
         stats[row["status"]] += 1
         stats["attempts"] += row["attempts"]
         stats["retried"] += max(0, row["attempts"] - 1)

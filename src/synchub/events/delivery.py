@@ -17,7 +17,7 @@ from synchub.core.clock import Clock
 from synchub.core.errors import HubError, PermanentError, TransientError
 from synchub.db import Database
 from synchub.events import store
-from synchub.events.retry import Uniform, full_jitter_delay, is_exhausted
+from synchub.events.retry import Uniform, full_jitter_delay, is_exhausted, outlives_budget
 from synchub.mdm.service import links_at, record_link
 from synchub.register.model import RetryPolicy
 
@@ -151,6 +151,12 @@ def _record(
         delay = full_jitter_delay(
             delivery.attempts, policy, uniform=ctx.uniform, retry_after=error.retry_after
         )
+        if outlives_budget(now - delivery.created_at, delay, policy):
+            error = PermanentError(
+                f"{error}; the next attempt ({delay.total_seconds():.0f} s away) would be past "
+                f"the destination's maximum age of {policy.max_age_seconds:.0f} s"
+            )
+            return _record(ctx, delivery, policy, started, None, error)
         outcome, values = (
             "retry",
             {
@@ -204,7 +210,7 @@ def _record(
                 reason="delivered",
                 at=now,
             )
-    log.info(
+    (log.warning if outcome == "dead" else log.info)(
         "delivery.attempted",
         delivery_id=delivery.id,
         destination=delivery.destination,

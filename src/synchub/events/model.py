@@ -50,7 +50,7 @@ CATALOGUE: dict[str, EventType] = {e.name: e for e in _CATALOGUE}
 
 TERMINAL_STATUSES = {
     "subscription": frozenset({"canceled"}),
-    "invoice": frozenset({"paid", "void", "uncollectible"}),
+    "invoice": frozenset({"paid", "void"}),  # uncollectible can still be paid or voided
 }
 
 # How far an invoice has progressed; a stale event may never move it back.

@@ -17,8 +17,13 @@ def full_jitter_delay(
     ceiling = min(policy.cap_seconds, policy.base_seconds * (2 ** min(attempt, 62)))
     delay = uniform(0.0, ceiling)
     if retry_after is not None and retry_after > delay:
-        delay = retry_after
+        delay = min(retry_after, policy.max_age_seconds)  # a vendor's word, within our limits
     return timedelta(seconds=delay)
+
+
+def outlives_budget(age: timedelta, delay: timedelta, policy: RetryPolicy) -> bool:
+    """Whether waiting `delay` would take a delivery past its maximum age."""
+    return (age + delay).total_seconds() > policy.max_age_seconds
 
 
 def is_exhausted(attempts: int, age: timedelta, policy: RetryPolicy) -> bool:

@@ -26,9 +26,13 @@ def to_text(value: Any) -> str | None:
 
 
 def normalise_email(value: Any) -> str | None:
-    """Trimmed, NFC and case-folded; plus-addressing is kept (it is a distinct address)."""
+    """Trimmed, NFC and lower-cased; plus-addressing is kept (it is a distinct address).
+
+    `str.lower`, not `str.casefold`: folding turns `ß` into `ss`, which would merge two
+    different mailboxes.
+    """
     text = to_text(value)
-    return text.casefold() if text else None
+    return text.lower() if text else None
 
 
 def to_upper(value: Any) -> str | None:

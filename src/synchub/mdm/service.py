@@ -34,7 +34,7 @@ class MissingReferenceError(DependencyPendingError):
     """Raised when an observation refers to a record the hub has not seen yet."""
 
     def __init__(self, missing: MissingReference) -> None:
-        super().__init__(f"{missing.system} {missing.entity} {missing.external_id} not seen yet")
+        super().__init__(f"{missing.system} {missing.entity} {missing.external_id!r} not seen yet")
         self.missing = missing
 
 

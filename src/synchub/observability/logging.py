@@ -44,7 +44,12 @@ def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
     logging.basicConfig(
         level=numeric, format="%(message)s", force=True, handlers=[CurrentStderrHandler()]
     )
-    for noisy in ("httpx", "httpcore", "uvicorn.access"):  # full URLs at INFO; ours say enough
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "uvicorn.access",
+        "alembic",
+    ):  # full URLs at INFO; ours say enough
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)

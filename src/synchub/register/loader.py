@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -143,9 +144,24 @@ def _parse_file(path: Path, problems: list[RegisterProblem]) -> _Parsed | None:
     except PydanticValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
-            where = ".".join(str(p) for p in loc)
-            problems.append(RegisterProblem(name, _line_of(lines, loc), f"{where}: {err['msg']}"))
+            problems.append(RegisterProblem(name, _line_of(lines, loc), _describe(err, loc)))
         return None
+
+
+_KNOWN_KEYS = sorted(
+    {f for m in (_Document, _Connection, _Flow, _Owner, _Retry) for f in m.model_fields}
+)
+
+
+def _describe(err: Any, loc: tuple[Any, ...]) -> str:
+    """A validation error in the register's own words."""
+    where = ".".join(str(p) for p in loc[:-1]) or "top level"
+    if err["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        close = difflib.get_close_matches(key, _KNOWN_KEYS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{where}: unknown key {key!r}{hint}"
+    return f"{'.'.join(str(p) for p in loc)}: {err['msg']}"
 
 
 # -- cross references ----------------------------------------------------------------------
@@ -221,17 +237,15 @@ def _check_references(
             for field_name, rule in owners.items():
                 line = _line_of(p.lines, ("ownership", key, field_name))
                 if field_name not in fields:
-                    problems.append(
-                        RegisterProblem(
-                            p.file, line, f"ownership: {key} has no field {field_name!r}"
-                        )
-                    )
+                    close = difflib.get_close_matches(field_name, sorted(fields), n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    message = f"ownership: {key} has no field {field_name!r}{hint}"
+                    problems.append(RegisterProblem(p.file, line, message))
                 if rule.owner not in connections:
-                    problems.append(
-                        RegisterProblem(
-                            p.file, line, f"ownership: owner {rule.owner!r} is not a connection"
-                        )
+                    message = (
+                        f"ownership of {key}.{field_name}: owner {rule.owner!r} is not a connection"
                     )
+                    problems.append(RegisterProblem(p.file, line, message))
 
 
 def _repeated_names(parsed: list[_Parsed], problems: list[RegisterProblem]) -> None:
@@ -305,7 +319,17 @@ def load_register(
     """Load every *.yaml under the directory; raise RegisterError listing every problem."""
     problems: list[RegisterProblem] = []
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
-    if not directory.is_dir() or not files:
+    if not directory.is_dir():
+        raise RegisterError(
+            [
+                RegisterProblem(
+                    str(directory),
+                    0,
+                    "the register folder does not exist (set SYNCHUB_REGISTER_DIR)",
+                )
+            ]
+        )
+    if not files:
         raise RegisterError([RegisterProblem(str(directory), 0, "no register files (*.yaml) here")])
     parsed = [p for f in files if (p := _parse_file(f, problems)) is not None]
     if not problems:

@@ -46,7 +46,7 @@ class StripeClient:
         )
         response = send(self._http, request, vendor="stripe")
         if response.status_code == 404:
-            raise NotFoundError(f"stripe {object_type} {external_id} not found")
+            raise NotFoundError(f"stripe {object_type} {external_id!r} not found")
         raise_for_status(response, vendor="stripe", now=self._clock.now())
         date_header = response.headers.get("Date")
         vendor_time = parsedate_to_datetime(date_header) if date_header else self._clock.now()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,7 +40,8 @@ def parse_header(header: str) -> tuple[int, list[str]]:
         if not sep:
             continue
         if key == "t":
-            if not value.isdigit() or timestamp is not None:
+            canonical = value.isascii() and value.isdigit() and value == str(int(value or "x"))
+            if not canonical or len(value) > 12 or timestamp is not None:
                 raise SignatureError("malformed timestamp in Stripe-Signature")
             timestamp = int(value)
         elif key == "v1":
@@ -77,6 +79,13 @@ def verify_signature(
 # -- reading a verified event -----------------------------------------------------------------
 
 MAPPED_OBJECTS = frozenset({"customer", "subscription", "invoice", "charge"})
+EVENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
+EVENT_TYPE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)+")
+MAX_TYPE_LENGTH = 120
+
+
+def _is_token(value: Any, pattern: re.Pattern[str]) -> bool:
+    return isinstance(value, str) and len(value) <= 255 and pattern.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -95,20 +104,25 @@ def parse_event(body: bytes) -> StripeEvent:
     """Parse a verified Stripe event body; a body that is not an event is a ValidationError."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd numbers or depth
         raise ValidationError(
             "body is not JSON", [FieldProblem("", "the request body must be a JSON object")]
         ) from exc
     problems = []
     if not isinstance(data, dict):
         raise ValidationError("body is not a JSON object", [FieldProblem("", "expected an object")])
-    if not isinstance(data.get("id"), str) or not data["id"]:
-        problems.append(FieldProblem("/id", "an event needs a string id"))
-    if not isinstance(data.get("type"), str):
-        problems.append(FieldProblem("/type", "an event needs a string type"))
+    if not _is_token(data.get("id"), EVENT_ID):
+        problems.append(
+            FieldProblem(
+                "/id", "an event needs an id of letters, digits and _ (at most 255 characters)"
+            )
+        )
+    event_type = data.get("type")
+    if not _is_token(event_type, EVENT_TYPE) or len(str(event_type)) > MAX_TYPE_LENGTH:
+        problems.append(FieldProblem("/type", "an event needs a type such as customer.created"))
     created = data.get("created")
-    if isinstance(created, bool) or not isinstance(created, int):
-        problems.append(FieldProblem("/created", "an event needs an integer created time"))
+    if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 2**40:
+        problems.append(FieldProblem("/created", "an event needs its created time as Unix seconds"))
     obj = (data.get("data") or {}).get("object") if isinstance(data.get("data"), dict) else None
     if not isinstance(obj, dict) or not isinstance(obj.get("object"), str):
         problems.append(FieldProblem("/data/object", "an event needs data.object with its type"))
