@@ -109,6 +109,9 @@ def build_hub(
 ) -> Hub:
     """Build the hub from settings; sandbox-mode connections get in-process sandboxes."""
     register, mappings = load_checked_register(settings)
+    missing = missing_credentials(register, settings)
+    if missing:
+        raise ConfigError("cannot start:\n" + "\n".join(f"  {m}" for m in missing))
     clock = clock or SystemClock()
     needs_sandbox = any(c.mode is Mode.SANDBOX for c in register.connections.values())
     if needs_sandbox and sandboxes is None:
@@ -126,9 +129,6 @@ def build_hub(
         webhook_secrets={},
         version=app_version(),
     )
-    missing = missing_credentials(register, settings)
-    if missing:
-        raise ConfigError("cannot start:\n" + "\n".join(f"  {m}" for m in missing))
     for connection in register.connections.values():
         _wire(hub, connection)
     return hub

@@ -147,10 +147,9 @@ def demo(
     """Start the hub with vendor sandboxes and drive a realistic day of traffic through it."""
     from synchub.demo.run import run_demo
 
-    settings = _settings(
-        data_dir=data_dir, database_url=None, log_level=None if verbose else "WARNING"
-    )
-    settings = settings.model_copy(update={"database_url": None, "data_dir": data_dir})
+    settings = _settings(data_dir=data_dir, log_level=None if verbose else "ERROR")
+    # The demo wipes its store first, so it always gets its own SQLite file in data_dir.
+    settings = settings.model_copy(update={"database_url": None})
     try:
         summary = run_demo(settings)
     except (RegisterError, HubError) as exc:

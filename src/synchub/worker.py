@@ -69,7 +69,7 @@ class Worker:
         inbox = process_inbox(self.ingest)
         dispatched = dispatch_outbox(self.hub.db, self.hub.register, self.hub.clock)
         delivered = deliver_due(
-            self.delivery, pool=self._pool, limit=4 * self.hub.settings.worker_threads
+            self.delivery, pool=self._pool, limit=self.hub.settings.worker_threads
         )
         return PassResult(
             inbox=inbox.processed + inbox.parked + inbox.failed,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from synchub.core.clock import FixedClock
+from synchub.core.errors import LinkConflictError
 from synchub.db import Database
 from synchub.events.outbox import EventContext
 from synchub.mapping.model import Observation
@@ -81,7 +82,7 @@ def test_a_different_email_is_a_different_customer(db: Database, clock: FixedClo
 
 def test_a_system_id_cannot_be_linked_to_two_canonical_ids(db: Database, clock: FixedClock) -> None:
     outcome = _apply(db, clock, _customer("stripe", "cus_S1", "a@b.nz"))
-    with db.write() as conn, pytest.raises(ValueError, match="already linked"):
+    with db.write() as conn, pytest.raises(LinkConflictError, match="already linked"):
         store.link(
             conn,
             workspace="w",

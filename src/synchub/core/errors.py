@@ -9,6 +9,7 @@ HubError
     │   └── PayloadTooLargeError  a body over the endpoint's limit
     ├── SignatureError        a webhook signature is missing, wrong or stale
     ├── NotFoundError
+    ├── LinkConflictError     a system id already belongs to another canonical record
     ├── ConfigError           the register or settings are invalid
     ├── MappingError          a payload does not fit any known mapping version
     └── RejectedError         a vendor refused the request (4xx other than 408/409/425/429)
@@ -78,6 +79,12 @@ class PayloadTooLargeError(ValidationError):
     """A request body is larger than the endpoint accepts."""
 
     code = "payload_too_large"
+
+
+class LinkConflictError(PermanentError):
+    """A system id is already linked to a different canonical record."""
+
+    code = "link_conflict"
 
 
 class SignatureError(PermanentError):

@@ -14,7 +14,7 @@ import structlog
 
 from synchub.connectors.base import Attempt, Delivered, Destination, OutboundEvent
 from synchub.core.clock import Clock
-from synchub.core.errors import HubError, PermanentError, TransientError
+from synchub.core.errors import HubError, LinkConflictError, PermanentError, TransientError
 from synchub.db import Database
 from synchub.events import store
 from synchub.events.retry import Uniform, full_jitter_delay, is_exhausted, outlives_budget
@@ -36,7 +36,9 @@ class DeliveryContext:
     clock: Clock
     worker_id: str
     uniform: Uniform = random.uniform
-    lease: timedelta = timedelta(seconds=60)
+    # Far longer than one attempt (each HTTP call times out after the destination's
+    # timeout_seconds), so a lease expires only when its worker has died.
+    lease: timedelta = timedelta(minutes=5)
     concurrency: int = 4
 
 
@@ -130,6 +132,70 @@ def _deliver_one(ctx: DeliveryContext, delivery: store.Delivery) -> str:
     return _record(ctx, delivery, policy, started, result, error)
 
 
+def _write_outcome(
+    ctx: DeliveryContext,
+    delivery: store.Delivery,
+    started: Any,
+    now: Any,
+    outcome: str,
+    values: dict[str, Any],
+    result: Delivered | None,
+    error: HubError | None,
+) -> bool:
+    """Record the outcome, the attempt and any new links in one transaction.
+
+    False (and nothing written) when this worker no longer holds the delivery's lease.
+    """
+    try:
+        _write_outcome_or_raise(ctx, delivery, started, now, outcome, values, result, error)
+    except _LeaseLostError:
+        return False
+    return True
+
+
+class _LeaseLostError(Exception):
+    """Raised inside the transaction to roll it back when the lease has passed to another."""
+
+
+def _write_outcome_or_raise(
+    ctx: DeliveryContext,
+    delivery: store.Delivery,
+    started: Any,
+    now: Any,
+    outcome: str,
+    values: dict[str, Any],
+    result: Delivered | None,
+    error: HubError | None,
+) -> None:
+    with ctx.db.write() as conn:
+        for link in result.links if result else []:
+            record_link(
+                conn,
+                workspace=delivery.workspace,
+                entity=link.entity,
+                canonical_id=link.canonical_id,
+                system=delivery.destination,
+                external_id=link.external_id,
+                reason="delivered",
+                at=now,
+            )
+        if not store.finish(conn, delivery.id, owner=ctx.worker_id, **values):
+            raise _LeaseLostError
+        store.record_attempt(
+            conn,
+            {
+                "delivery_id": delivery.id,
+                "attempt": delivery.attempts,
+                "started_at": started,
+                "finished_at": now,
+                "outcome": outcome,
+                "status_code": values.get("last_status_code"),
+                "error": values.get("last_error"),
+                "retry_after_seconds": getattr(error, "retry_after", None),
+            },
+        )
+
+
 def _record(
     ctx: DeliveryContext,
     delivery: store.Delivery,
@@ -182,34 +248,22 @@ def _record(
                 "last_status_code": getattr(error, "status", None),
             },
         )
-    with ctx.db.write() as conn:
-        if not store.finish(conn, delivery.id, owner=ctx.worker_id, **values):
+    try:
+        if not _write_outcome(ctx, delivery, started, now, outcome, values, result, error):
             log.warning("delivery.lease_lost", delivery_id=delivery.id)
             return "lease_lost"
-        store.record_attempt(
-            conn,
-            {
-                "delivery_id": delivery.id,
-                "attempt": delivery.attempts,
-                "started_at": started,
-                "finished_at": now,
-                "outcome": outcome,
-                "status_code": values.get("last_status_code"),
-                "error": values.get("last_error"),
-                "retry_after_seconds": getattr(error, "retry_after", None),
-            },
+    except LinkConflictError as exc:  # rolled back; the destination merged two of our records
+        return _record(
+            ctx,
+            delivery,
+            policy,
+            started,
+            None,
+            PermanentError(
+                f"{delivery.destination} answered with a record that "
+                f"belongs to another customer: {exc}"
+            ),
         )
-        for link in result.links if result else []:
-            record_link(
-                conn,
-                workspace=delivery.workspace,
-                entity=link.entity,
-                canonical_id=link.canonical_id,
-                system=delivery.destination,
-                external_id=link.external_id,
-                reason="delivered",
-                at=now,
-            )
     (log.warning if outcome == "dead" else log.info)(
         "delivery.attempted",
         delivery_id=delivery.id,

@@ -23,7 +23,7 @@ def full_jitter_delay(
 
 def outlives_budget(age: timedelta, delay: timedelta, policy: RetryPolicy) -> bool:
     """Whether waiting `delay` would take a delivery past its maximum age."""
-    return (age + delay).total_seconds() > policy.max_age_seconds
+    return (age + delay).total_seconds() >= policy.max_age_seconds
 
 
 def is_exhausted(attempts: int, age: timedelta, policy: RetryPolicy) -> bool:

@@ -298,6 +298,7 @@ def _customer_summary(conn: Connection, customer_id: str | None) -> dict[str, An
         "id": customer_id,
         "email": customer.get("email"),
         "name": customer.get("name"),
+        "company_name": customer.get("company_name"),
         "billing_status": status,
         "entitled": is_entitled(status),
     }

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from synchub.core.entities import ENTITIES, LINE_FIELDS, FieldSpec, Kind
+from synchub.core.errors import LinkConflictError
 from synchub.db import UtcDateTime, metadata
 
 TABLE_NAMES = {
@@ -167,7 +168,9 @@ def link(
     if existing == canonical_id:
         return
     if existing is not None:
-        raise ValueError(f"{system} {external_id} is already linked to {existing}")
+        raise LinkConflictError(
+            f"{system} {entity} {external_id} is already linked to {existing}, not {canonical_id}"
+        )
     conn.execute(
         sa.insert(crosswalk).values(
             workspace=workspace,

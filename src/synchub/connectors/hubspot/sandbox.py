@@ -84,10 +84,10 @@ class HubSpotSandbox(Sandbox):
         return None
 
     def _find(self, kind: str, prop: str, value: str) -> dict[str, Any] | None:
-        key = value.casefold() if prop == "email" else value
+        key = value.lower() if prop == "email" else value  # HubSpot lower-cases emails
         for record in self.objects[kind].values():
             stored = record["properties"].get(prop, "")
-            if (stored.casefold() if prop == "email" else stored) == key:
+            if (stored.lower() if prop == "email" else stored) == key:
                 return record
         return None
 

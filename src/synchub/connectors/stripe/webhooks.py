@@ -40,8 +40,8 @@ def parse_header(header: str) -> tuple[int, list[str]]:
         if not sep:
             continue
         if key == "t":
-            canonical = value.isascii() and value.isdigit() and value == str(int(value or "x"))
-            if not canonical or len(value) > 12 or timestamp is not None:
+            canonical = 0 < len(value) <= 12 and value.isascii() and value.isdigit()
+            if not canonical or value != str(int(value)) or timestamp is not None:
                 raise SignatureError("malformed timestamp in Stripe-Signature")
             timestamp = int(value)
         elif key == "v1":

@@ -95,6 +95,7 @@ class XeroClient:
         path: str,
         body: dict[str, Any] | None = None,
         *,
+        params: dict[str, str] | None = None,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
     ) -> dict[str, Any]:
@@ -112,7 +113,7 @@ class XeroClient:
             headers["Content-Type"] = "application/json"
             content = dumps_exact(body).encode("utf-8")
         request = self._http.build_request(
-            method, self._base + path, headers=headers, content=content
+            method, self._base + path, headers=headers, content=content, params=params
         )
         response = send(self._http, request, vendor="xero")
         if response.status_code == 404:
@@ -158,6 +159,12 @@ class XeroClient:
             traceparent=traceparent,
         )
         return dict(result["Invoices"][0])
+
+    def find(self, collection: str, field: str, value: str) -> list[dict[str, Any]]:
+        """Records of a collection whose field equals a value (GET ?where=Field=="value")."""
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        result = self._call("GET", f"/{collection}", params={"where": f'{field}=="{quoted}"'})
+        return [dict(item) for item in result.get(collection, [])]
 
     def get_invoice(self, invoice_id: str) -> dict[str, Any]:
         """Read one invoice."""

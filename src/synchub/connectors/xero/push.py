@@ -28,53 +28,88 @@ INVOICE_EVENTS = frozenset(
 )
 
 
-def contact_body(customer: dict[str, Any]) -> dict[str, Any]:
-    """A Xero contact for a canonical customer."""
-    name = customer.get("name") or customer.get("email") or customer["id"]
+NAME_TAKEN = "is already assigned to another contact"
+
+
+def contact_name(customer: dict[str, Any]) -> str:
+    """The name a customer's Xero contact goes by: the company, else the person."""
+    return str(customer.get("company_name") or customer.get("name") or customer.get("email")
+               or customer["id"])  # fmt: skip
+
+
+def contact_body(customer: dict[str, Any], *, name: str | None = None) -> dict[str, Any]:
+    """A Xero contact for a canonical customer (ContactNumber is our canonical id)."""
     first, _, last = (customer.get("name") or "").partition(" ")
-    body: dict[str, Any] = {
-        "Name": name,
+    return {
+        "Name": name or contact_name(customer),
         "ContactNumber": customer["id"],
         "EmailAddress": customer.get("email") or "",
         "FirstName": first,
         "LastName": last,
     }
-    if customer.get("company_name"):
-        body["Name"] = customer["company_name"]
-    return body
 
 
 def _amount(minor: int, currency: str) -> Decimal:
     return Money(minor, currency).to_decimal()
 
 
-def line_items(
+def _item(
+    description: str, quantity: int, amount_minor: int, currency: str, account: str
+) -> dict[str, Any]:
+    if quantity <= 0 or amount_minor % quantity:
+        description, quantity = f"{quantity} × {description}", 1
+    return {"Description": description, "Quantity": Decimal(quantity),
+            "UnitAmount": _amount(amount_minor // quantity, currency),
+            "AccountCode": account, "TaxAmount": Decimal(0)}  # fmt: skip
+
+
+def invoice_lines(
     invoice: dict[str, Any], lines: list[dict[str, Any]], *, sales_account: str
-) -> list[dict[str, Any]]:
-    """Xero line items; quantities stay whole and amounts exact (no rounded unit prices)."""
-    currency = invoice["currency"]
-    items = []
-    for line in lines or [
-        {"description": "Invoice total", "quantity": 1, "amount_minor": invoice["subtotal_minor"]}
-    ]:
-        qty = line.get("quantity") or 1
-        amount = line.get("amount_minor") or 0
-        description = line.get("description") or "Subscription"
-        if amount % qty:
-            qty, description = 1, f"{line.get('quantity')} × {description}"
-        items.append(
-            {
-                "Description": description,
-                "Quantity": Decimal(qty),
-                "UnitAmount": _amount(amount // qty, currency),
-                "AccountCode": sales_account,
-                "TaxAmount": Decimal(0),
-            }
-        )
+) -> tuple[str, list[dict[str, Any]]]:
+    """Xero's LineAmountTypes and line items, adding up exactly to the source's total.
+
+    Stripe line amounts are before discounts, and include GST when prices are tax-inclusive.
+    Inclusive lines are sent as `Inclusive`; otherwise discounts and credits become one
+    adjustment line so that lines + tax = total, never a silently different Xero total.
+    """
+    currency, total = invoice["currency"], invoice["total_minor"]
     tax = invoice.get("tax_minor") or 0
-    if tax and items:
+    lines = lines or [{"description": "Invoice total", "quantity": 1,
+                       "amount_minor": invoice["subtotal_minor"]}]  # fmt: skip
+    items = [
+        _item(
+            ln.get("description") or "Subscription",
+            ln.get("quantity") or 1,
+            ln.get("amount_minor") or 0,
+            currency,
+            sales_account,
+        )
+        for ln in lines
+    ]
+    line_sum = sum(ln.get("amount_minor") or 0 for ln in lines)
+    if tax and line_sum == total:
+        kind = "Inclusive"
+    else:
+        kind = "Exclusive"
+        if line_sum != total - tax:
+            items.append(_item("Discounts and credits", 1, total - tax - line_sum, currency,
+                               sales_account))  # fmt: skip
+    if tax:
         items[0]["TaxAmount"] = _amount(tax, currency)
-    return items
+    return kind, items
+
+
+def _reference(invoice: dict[str, Any]) -> str:
+    return str(invoice.get("number") or invoice["id"])
+
+
+def _check_total(saved: dict[str, Any], invoice: dict[str, Any]) -> None:
+    expected = _amount(invoice["total_minor"], invoice["currency"])
+    if Decimal(str(saved.get("Total"))) != expected:
+        raise RejectedError(
+            f"Xero computed a total of {saved.get('Total')} for invoice {saved.get('InvoiceID')}"
+            f" but the source says {expected} {invoice['currency']}: check its tax settings"
+        )
 
 
 class XeroDestination:
@@ -108,13 +143,49 @@ class XeroDestination:
         raise RejectedError(f"xero does not take {event.type}")
 
     def _contact(self, customer: dict[str, Any], event: OutboundEvent, attempt: Attempt) -> str:
-        saved = self._client.save_contact(
-            contact_body(customer),
-            contact_id=event.links.get(customer["id"]),
-            idempotency_key=f"{attempt.idempotency_key}:contact",
-            traceparent=event.traceparent,
-        )
+        """Create or update the customer's contact; look before creating, never duplicate."""
+        contact_id = event.links.get(customer["id"])
+        if contact_id is None:  # a create whose response was lost (even days ago) is found here
+            ours = self._client.find("Contacts", "ContactNumber", customer["id"])
+            contact_id = str(ours[0]["ContactID"]) if ours else None
+        key, tp = f"{attempt.idempotency_key}:contact", event.traceparent
+        name = self._free_name(customer, contact_id)
+        try:
+            saved = self._client.save_contact(contact_body(customer, name=name),
+                                              contact_id=contact_id, idempotency_key=key,
+                                              traceparent=tp)  # fmt: skip
+        except RejectedError as exc:
+            if NAME_TAKEN not in str(exc):
+                raise
+            # Another worker took the name between our look and our write: look again.
+            name = self._free_name(customer, contact_id)
+            saved = self._client.save_contact(contact_body(customer, name=name),
+                                              contact_id=contact_id,
+                                              idempotency_key=f"{key}:renamed",
+                                              traceparent=tp)  # fmt: skip
         return str(saved["ContactID"])
+
+    def _free_name(self, customer: dict[str, Any], contact_id: str | None) -> str:
+        """A name no other active contact has (Xero requires it), or a clear refusal.
+
+        Two synchub customers with one name are told apart by email. A contact someone made
+        by hand in Xero is never taken over: whether it is this customer is a person's call.
+        """
+        name = contact_name(customer)
+        taken = [
+            c
+            for c in self._client.find("Contacts", "Name", name)
+            if c.get("ContactStatus", "ACTIVE") == "ACTIVE" and c["ContactID"] != contact_id
+        ]
+        if not taken:
+            return name
+        if all(str(c.get("ContactNumber") or "").startswith("cus_") for c in taken):
+            return f"{name} ({customer.get('email') or customer['id']})"
+        raise RejectedError(
+            f"Xero already has a contact named {name!r} that synchub did not create "
+            f"({taken[0]['ContactID']}): set its ContactNumber to {customer['id']} to link it "
+            "to this customer, or rename one of them; then replay this delivery"
+        )
 
     def _invoice(self, event: OutboundEvent, attempt: Attempt) -> Delivered:
         invoice = event.payload["object"]
@@ -124,47 +195,49 @@ class XeroDestination:
         if contact_id is None:  # the customer's own delivery failed or has not run: make it now
             contact_id = self._contact(customer, event, attempt)
             links.append(Link("customer", customer["id"], contact_id))
-        invoice_id = event.links.get(invoice["id"])
         key, tp = attempt.idempotency_key, event.traceparent
-        if invoice_id is None:
+        saved = self._existing_invoice(invoice, event.links.get(invoice["id"]), contact_id)
+        if saved is None:
             if invoice["status"] not in ("open", "paid"):
                 return Delivered(f"nothing to send for a {invoice['status']} invoice", links)
+            body = self._invoice_body(invoice, event.payload.get("lines") or [], contact_id,
+                                      event.time)  # fmt: skip
             saved = self._client.save_invoice(
-                self._invoice_body(
-                    invoice, event.payload.get("lines") or [], contact_id, event.time
-                ),
-                invoice_id=None,
-                idempotency_key=f"{key}:invoice",
-                traceparent=tp,
+                body, invoice_id=None, idempotency_key=f"{key}:invoice", traceparent=tp
             )
-        elif invoice["status"] == "void":
+            _check_total(saved, invoice)
+        elif invoice["status"] == "void" and saved.get("Status") != "VOIDED":
             saved = self._client.save_invoice(
                 {"Status": "VOIDED"},
-                invoice_id=invoice_id,
+                invoice_id=str(saved["InvoiceID"]),
                 idempotency_key=f"{key}:void",
                 traceparent=tp,
             )
-        else:  # Xero refuses edits to approved invoices; read its state instead
-            saved = self._client.get_invoice(invoice_id)
         invoice_id = str(saved["InvoiceID"])
         links.append(Link("invoice", invoice["id"], invoice_id))
         summary = f"invoice {invoice_id} {saved.get('Status')}"
         if invoice["status"] == "paid" and Decimal(str(saved.get("AmountDue", "0"))) > 0:
             payment = self._client.create_payment(
-                {
-                    "Invoice": {"InvoiceID": invoice_id},
-                    "Account": {"Code": self._bank},
-                    "Date": self._date(invoice.get("paid_at"), event.time),
-                    "Amount": _amount(
-                        invoice["amount_paid_minor"] or invoice["total_minor"], invoice["currency"]
-                    ),
-                    "Reference": invoice["id"],
-                },
-                idempotency_key=f"{key}:payment",
-                traceparent=tp,
-            )
+                {"Invoice": {"InvoiceID": invoice_id}, "Account": {"Code": self._bank},
+                 "Date": self._date(invoice.get("paid_at"), event.time),
+                 "Amount": Decimal(str(saved["AmountDue"])), "Reference": invoice["id"]},
+                idempotency_key=f"{key}:payment", traceparent=tp,
+            )  # fmt: skip
             summary += f", payment {payment['PaymentID']}"
         return Delivered(summary, links)
+
+    def _existing_invoice(
+        self, invoice: dict[str, Any], invoice_id: str | None, contact_id: str
+    ) -> dict[str, Any] | None:
+        """The Xero invoice for this one, by crosswalk or by our reference on that contact."""
+        if invoice_id is not None:  # Xero refuses edits to approved invoices: read its state
+            return self._client.get_invoice(invoice_id)
+        found = [
+            i
+            for i in self._client.find("Invoices", "Reference", _reference(invoice))
+            if (i.get("Contact") or {}).get("ContactID") == contact_id
+        ]
+        return found[0] if found else None
 
     def _date(self, instant: str | None, fallback: datetime) -> str:
         """The calendar date of an instant in the organisation's time zone."""
@@ -179,14 +252,15 @@ class XeroDestination:
         event_time: datetime,
     ) -> dict[str, Any]:
         issued = self._date(invoice.get("issued_at"), event_time)
+        kind, items = invoice_lines(invoice, lines, sales_account=self._sales)
         return {
             "Type": "ACCREC",
             "Contact": {"ContactID": contact_id},
             "Date": issued,
             "DueDate": invoice.get("due_date") or issued,
-            "LineAmountTypes": "Exclusive",
-            "Reference": invoice.get("number") or invoice["id"],
+            "LineAmountTypes": kind,
+            "Reference": _reference(invoice),
             "CurrencyCode": invoice["currency"],
             "Status": "AUTHORISED",
-            "LineItems": line_items(invoice, lines, sales_account=self._sales),
+            "LineItems": items,
         }

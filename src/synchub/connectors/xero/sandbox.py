@@ -22,6 +22,7 @@ from synchub.connectors.sandbox import Sandbox
 from synchub.connectors.xero.client import dumps_exact, format_xero_offset
 
 BASE = "/api.xro/2.0"
+_WHERE = re.compile(r'(\w+)=="((?:[^"\\]|\\.)*)"')
 SANDBOX_TOKEN = "xero-sandbox-token"  # noqa: S105 - the sandbox's own fake credential
 
 
@@ -61,6 +62,7 @@ class XeroSandbox(Sandbox):
         self._invoice_seq = 0
         self.route("POST", BASE + r"/Contacts(?:/([0-9a-f-]{36}))?", self._save_contact)
         self.route("GET", BASE + r"/Contacts/([0-9a-f-]{36})", self._get_contact)
+        self.route("GET", BASE + r"/(Contacts|Invoices)", self._list)
         self.route("POST", BASE + r"/Invoices(?:/([0-9a-f-]{36}))?", self._save_invoice)
         self.route("GET", BASE + r"/Invoices/([0-9a-f-]{36})", self._get_invoice)
         self.route("PUT", BASE + r"/Payments", self._create_payment)
@@ -163,6 +165,28 @@ class XeroSandbox(Sandbox):
         record["UpdatedDateUTC"] = format_xero_offset(datetime.now(UTC))
         return self._ok("Contacts", record)
 
+    def _list(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
+        """GET /Contacts or /Invoices, with Xero's `where=Field=="value"` filter."""
+        collection = match.group(1)
+        records = list((self.contacts if collection == "Contacts" else self.invoices).values())
+        where = request.url.params.get("where")
+        if where:
+            clause = _WHERE.fullmatch(where.strip())
+            if clause is None:
+                return validation_error(f"unsupported where clause: {where}")
+            field, value = clause.group(1), re.sub(r"\\(.)", r"\1", clause.group(2))
+            records = [r for r in records if str(r.get(field) or "").casefold() == value.casefold()]
+        return _reply(
+            200,
+            {
+                "Id": str(uuid.uuid4()),
+                "Status": "OK",
+                "ProviderName": "synchub",
+                "DateTimeUTC": format_xero_offset(datetime.now(UTC)),
+                collection: records,
+            },
+        )
+
     def _get_contact(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
         record = self.contacts.get(match.group(1))
         if record is None:
@@ -192,8 +216,12 @@ class XeroSandbox(Sandbox):
             lines.append({**line, "LineItemID": str(uuid.uuid4()), "LineAmount": amount})
         if not lines:
             return validation_error("Invoices must have at least one line item")
-        subtotal = sum((ln["LineAmount"] for ln in lines), Decimal(0))
+        line_total = sum((ln["LineAmount"] for ln in lines), Decimal(0))
         tax = sum((Decimal(ln.get("TaxAmount", 0)) for ln in lines), Decimal(0))
+        if body.get("LineAmountTypes") == "NoTax":
+            tax = Decimal(0)
+        inclusive = body.get("LineAmountTypes") == "Inclusive"
+        subtotal = line_total - tax if inclusive else line_total
         invoice_id = invoice_id or str(uuid.uuid4())
         if invoice_id not in self.invoices:
             self._invoice_seq += 1
