@@ -9,6 +9,9 @@ HubError
     │   └── PayloadTooLargeError  a body over the endpoint's limit
     ├── SignatureError        a webhook signature is missing, wrong or stale
     ├── NotFoundError
+    ├── AuthenticationError   401: no valid access token
+    ├── InsufficientScopeError  403: a valid token without the scope
+    ├── ConflictError         409: e.g. the same Idempotency-Key still running
     ├── LinkConflictError     a system id already belongs to another canonical record
     ├── ConfigError           the register or settings are invalid
     ├── MappingError          a payload does not fit any known mapping version
@@ -79,6 +82,32 @@ class PayloadTooLargeError(ValidationError):
     """A request body is larger than the endpoint accepts."""
 
     code = "payload_too_large"
+
+
+class AuthenticationError(PermanentError):
+    """Missing, malformed, expired, revoked or untrusted credentials (HTTP 401)."""
+
+    code = "invalid_token"
+
+
+class InsufficientScopeError(PermanentError):
+    """The caller is authenticated but was not granted the scope this needs (HTTP 403)."""
+
+    code = "insufficient_scope"
+
+    def __init__(self, message: str, *, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
+class ConflictError(PermanentError):
+    """The request conflicts with the current state (HTTP 409)."""
+
+    code = "conflict"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class LinkConflictError(PermanentError):
