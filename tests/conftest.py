@@ -11,6 +11,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+import synchub.audit.store
+import synchub.auth.store
+import synchub.events.store
+import synchub.idempotency.store
+import synchub.ingest.store
+import synchub.mdm.store  # noqa: F401 - every table on the metadata, for truncation
 from synchub.core.clock import FixedClock
 from synchub.db import Database, make_database, metadata
 from synchub.migrations.runner import upgrade

@@ -78,6 +78,7 @@ def make_harness(
     db: Database,
     clock: FixedClock,
     *,
+    data_dir: Path,
     register_dir: Path | None = None,
 ) -> Harness:
     """Build a hub over a migrated database with fresh sandboxes sharing the test clock."""
@@ -88,8 +89,10 @@ def make_harness(
         product=ProductSandbox(secret=new_secret(), clock=clock),
     )
     settings = Settings(
-        register_dir=register_dir or REPO / "register", database_url="sqlite://"
-    )  # the Database passed in is what is used
+        register_dir=register_dir or REPO / "register",
+        data_dir=data_dir,
+        database_url="sqlite://",  # the Database passed in is what is used
+    )
     hub = build_hub(settings, clock=clock, sandboxes=boxes, db=db)
     worker = Worker(hub)
     return Harness(

@@ -6,9 +6,13 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import httpx
 
+from synchub.audit.service import record as record_audit
+from synchub.auth.keys import load_or_create_kek
+from synchub.auth.service import AuthorizationServer
 from synchub.config import DEV_STRIPE_WEBHOOK_SECRET as DEV_SECRET
 from synchub.config import Settings
 from synchub.connectors.base import Destination
@@ -29,6 +33,7 @@ from synchub.core.clock import Clock, FixedClock, SystemClock
 from synchub.core.errors import ConfigError
 from synchub.db import Database, make_database
 from synchub.events.model import CATALOGUE
+from synchub.idempotency.service import InFlight
 from synchub.ingest.service import SourceReader
 from synchub.mapping.catalogue import load_mappings
 from synchub.mapping.model import MappingVersion
@@ -75,6 +80,8 @@ class Hub:
     webhook_secrets: dict[str, list[str]]
     version: str
     http_clients: list[httpx.Client] = field(default_factory=list)
+    auth: AuthorizationServer | None = None
+    idempotency: InFlight = field(default_factory=InFlight)
 
     def close(self) -> None:
         """Close HTTP clients and database connections."""
@@ -131,7 +138,24 @@ def build_hub(
     )
     for connection in register.connections.values():
         _wire(hub, connection)
+    hub.auth = build_authorization_server(settings, hub.db, clock)
     return hub
+
+
+def build_authorization_server(
+    settings: Settings, db: Database, clock: Clock
+) -> AuthorizationServer:
+    """The OAuth server for the /v1 API, recording to the audit log."""
+
+    def audit(conn: Any, **entry: Any) -> None:
+        record_audit(conn, at=clock.now(), **entry)
+
+    configured = _secret(settings.key_encryption_key)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    kek = load_or_create_kek(settings.data_dir, configured)
+    return AuthorizationServer(
+        db, kek=kek, clock=clock, issuer=settings.public_url.rstrip("/"), audit=audit
+    )
 
 
 LIVE_CREDENTIALS = {

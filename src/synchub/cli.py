@@ -13,7 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from synchub.auth.cli import clients_app, keys_app
 from synchub.config import Settings
+from synchub.contract.cli import contract_app
 from synchub.core.errors import HubError
 from synchub.observability.logging import configure_logging
 from synchub.register.loader import RegisterError
@@ -25,6 +27,9 @@ app = typer.Typer(
 )
 register_app = typer.Typer(help="The integration register.", no_args_is_help=True)
 app.add_typer(register_app, name="register")
+app.add_typer(clients_app, name="clients")
+app.add_typer(keys_app, name="keys")
+app.add_typer(contract_app, name="contract")
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -224,6 +229,67 @@ def _print_replay(directory: Path, result: dict[str, Any]) -> None:
             "(see the inbox_events table for the reason)",
             highlight=False,
         )
+
+
+@app.command("audit")
+def audit_log(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="how many entries")] = 50,
+    workspace: Annotated[str | None, typer.Option(help="only this workspace")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show the audit log (oldest first) and check that its hash chain is intact."""
+    from synchub.audit.service import entries, verify_chain
+    from synchub.db import make_database
+    from synchub.events.outbox import to_json_safe
+    from synchub.migrations.runner import upgrade
+
+    settings = _settings(log_level="ERROR")
+    db = make_database(settings.resolved_database_url())
+    upgrade(db)
+    with db.read() as conn:
+        rows, _ = entries(conn, workspace=workspace, limit=limit, starting_after=None)
+        broken = verify_chain(conn)
+    db.dispose()
+    if as_json:
+        sys.stdout.write(json.dumps({"entries": to_json_safe(rows), "broken": broken}) + "\n")
+    else:
+        table = Table("at", "workspace", "actor", "action", "target", "outcome")
+        for row in rows:
+            table.add_row(
+                str(row["at"]),
+                row["workspace"] or "-",
+                row["actor"],
+                row["action"],
+                row["target"] or "-",
+                row["outcome"],
+            )
+        Console().print(table)
+        err.print("chain intact" if not broken else f"chain BROKEN at {broken}", highlight=False)
+    if broken:
+        raise typer.Exit(1)
+
+
+@app.command("openapi")
+def openapi_export(
+    write: Annotated[bool, typer.Option("--write", help="write openapi/v1.yaml")] = False,
+) -> None:
+    """Print the OpenAPI document the API serves (or write it to openapi/v1.yaml)."""
+    import yaml
+
+    from synchub.api.app import contract_document
+    from synchub.api.docs import CONTRACT
+    from synchub.bootstrap import build_hub
+
+    settings = _settings(log_level="ERROR")
+    hub = build_hub(settings.model_copy(update={"database_url": "sqlite://"}))
+    text = yaml.safe_dump(contract_document(hub), sort_keys=False, allow_unicode=True, width=100)
+    hub.close()
+    if write:
+        CONTRACT.parent.mkdir(parents=True, exist_ok=True)
+        CONTRACT.write_text(text, encoding="utf-8")
+        err.print(f"wrote {CONTRACT}")
+    else:
+        sys.stdout.write(text)
 
 
 def main() -> None:

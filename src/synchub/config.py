@@ -20,6 +20,14 @@ class Settings(BaseSettings):
     register_dir: Path = Path("register")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = Field(
+        default="http://127.0.0.1:8080", description="the API's base URL: the OAuth issuer"
+    )
+    key_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="base64 of 32 bytes that encrypt signing keys at rest; "
+        "default: a key file created in data_dir",
+    )
     worker_threads: int = Field(default=4, ge=1, le=64)
     log_level: str = "INFO"
     log_json: bool = True

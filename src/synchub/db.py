@@ -118,7 +118,17 @@ class Database:
 
 def make_database(url: str, *, echo: bool = False) -> Database:
     """Create the engine for a URL (sqlite:///path or postgresql+psycopg://…)."""
-    if url.startswith("sqlite"):
+    if url in ("sqlite://", "sqlite:///:memory:"):  # one shared in-memory database
+        engine = sa.create_engine(
+            url,
+            echo=echo,
+            poolclass=sa.pool.StaticPool,
+            hide_parameters=True,
+            connect_args={"check_same_thread": False},
+        )
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+    elif url.startswith("sqlite"):
         engine = sa.create_engine(
             url,
             echo=echo,
@@ -134,3 +144,18 @@ def make_database(url: str, *, echo: bool = False) -> Database:
             url, echo=echo, pool_size=10, max_overflow=10, hide_parameters=True, pool_pre_ping=True
         )
     return Database(engine)
+
+
+def keyset_page(
+    conn: Connection,
+    query: sa.Select[Any],
+    id_column: sa.ColumnElement[Any],
+    *,
+    limit: int,
+    starting_after: str | None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of rows in id order after a cursor; returns (rows, has_more)."""
+    if starting_after is not None:
+        query = query.where(id_column > starting_after)
+    rows = conn.execute(query.order_by(id_column).limit(limit + 1)).mappings().all()
+    return [dict(r) for r in rows[:limit]], len(rows) > limit

@@ -11,7 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from synchub.auth.cli import AuditBuffer, clients_app, keys_app
+from synchub.audit.service import entries
+from synchub.auth.cli import clients_app, keys_app
 from synchub.auth.keys import load_or_create_kek
 from synchub.auth.service import AuthorizationServer
 from synchub.core.clock import SystemClock
@@ -50,7 +51,7 @@ def test_a_created_client_gets_tokens_until_it_is_revoked(data_dir: Path) -> Non
         kek=load_or_create_kek(data_dir, None),
         clock=SystemClock(),
         issuer="http://127.0.0.1:8080",
-        audit=AuditBuffer(),
+        audit=lambda **entry: None,
     )
     with db.write() as conn:
         client = server.authenticate_client(conn, made["client_id"], made["client_secret"])
@@ -64,6 +65,12 @@ def test_a_created_client_gets_tokens_until_it_is_revoked(data_dir: Path) -> Non
     assert made["client_id"] in run("clients", "revoke", made["client_id"])
     (listed,) = run("clients", "list", "--json")
     assert listed["revoked_at"] is not None
+    with db.read() as conn:  # the CLI's changes are in the audit log, with ids only
+        actions = [
+            e["action"] for e in entries(conn, workspace=None, limit=100, starting_after=None)[0]
+        ]
+    assert "api_client.created" in actions
+    assert "api_client.revoked" in actions
     db.dispose()
 
 

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from synchub.api import health, webhooks
+from synchub.api import (
+    audit,
+    connections,
+    deliveries,
+    docs,
+    events,
+    health,
+    oauth,
+    product_writes,
+    records,
+    webhooks,
+)
 from synchub.api.problems import problem, problem_for
 from synchub.bootstrap import Hub
 from synchub.core.errors import HubError
@@ -51,13 +64,113 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+API_DESCRIPTION = """The synchub public API: golden customers, accounts, subscriptions, plans,
+invoices and payments; canonical events; deliveries and dead letters; connections; the audit
+log.
+
+- Authenticate with OAuth 2.0 client credentials (`POST /oauth/token`, HTTP Basic client
+  authentication) and send `Authorization: Bearer <token>`. Each operation needs one scope.
+- Lists are cursor-paginated: `limit` (1-100) and `starting_after` (the last id you saw).
+- Every POST and PATCH accepts `Idempotency-Key` (a token or quoted string, at most 255
+  characters). A retry with the same key and body replays the first response with
+  `Idempotent-Replayed: true`; a different body gets 422; while the first request runs, 409
+  with `Retry-After: 1`. Keys are kept for at least 24 hours.
+- Errors are RFC 9457 `application/problem+json` with a stable `code`, a `trace_id` and, for
+  invalid input, `errors` with JSON pointers to the fields.
+- Every response carries `X-Request-Id`; JSON bodies of lists and writes also carry
+  `request_id`.
+"""
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details. Clients must ignore unknown members.",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "code": {"type": "string", "description": "Stable, snake_case."},
+        "trace_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["pointer", "detail"],
+                "properties": {
+                    "pointer": {"type": "string", "description": "RFC 6901"},
+                    "detail": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+PROBLEMS = {
+    "400": "Malformed request or Idempotency-Key",
+    "401": "No valid access token",
+    "403": "The token lacks the operation's scope",
+    "404": "Not found, or not visible to this workspace",
+    "409": "The same Idempotency-Key is still being processed",
+    "413": "Body too large",
+    "422": "Invalid input; `errors` points at the fields",
+    "500": "Something went wrong on our side",
+}
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "A token or RFC 8941 quoted string of at most 255 characters. Replays "
+                   "the first response for 24 h or more.",
+    "schema": {"type": "string",
+               "pattern": r'^(?:[A-Za-z0-9._:-]{1,255}|"(?:[\x20-\x21\x23-\x5b\x5d-\x7e]'
+                          r'|\\["\\]){1,255}")$'},
+}  # fmt: skip
+
+
+def document_conventions(schema: dict[str, Any]) -> None:
+    """Write the API's shared conventions into every operation of the document."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Problem"] = PROBLEM_SCHEMA
+    problem_ref = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    request_id = {
+        "X-Request-Id": {"description": "This request's id.", "schema": {"type": "string"}}
+    }
+    for item in schema.get("paths", {}).values():
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            for code, description in PROBLEMS.items():
+                responses[code] = {"description": description, "content": problem_ref}
+            for response in responses.values():
+                response["headers"] = request_id
+            if method in ("post", "patch"):
+                operation.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
+
+
+def _v1_openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(title="synchub API", version="1.0.0", openapi_version="3.1.0",
+                             description=API_DESCRIPTION, routes=app.routes,
+                             servers=[{"url": "/"}])  # fmt: skip
+        schema["info"]["contact"] = {"name": "synchub", "url": "https://synchub.dev"}
+        document_conventions(schema)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None) -> FastAPI:
     """Build the FastAPI app over an already-built hub."""
-    app = FastAPI(title="synchub", version=hub.version, docs_url=None, redoc_url=None)
+    app = FastAPI(title="synchub API", version="1.0.0", docs_url=None, redoc_url=None)
     app.state.hub = hub
     app.state.on_event_received = on_event_received
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    for router in records.routers():
+        app.include_router(router)
+    for module in (oauth, product_writes, events, deliveries, connections, audit, docs):
+        app.include_router(module.router)
+    app.openapi = lambda: _v1_openapi(app)  # type: ignore[method-assign]  # FastAPI's hook
 
     app.add_middleware(RequestIdMiddleware)
 
@@ -98,3 +211,8 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
         )
 
     return app
+
+
+def contract_document(hub: Hub) -> dict[str, Any]:
+    """The OpenAPI document the app serves (what `openapi/v1.yaml` must equal)."""
+    return create_app(hub).openapi()

@@ -7,8 +7,11 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from synchub.core.errors import (
+    AuthenticationError,
     ConfigError,
+    ConflictError,
     HubError,
+    InsufficientScopeError,
     NotFoundError,
     PayloadTooLargeError,
     PermanentError,
@@ -17,6 +20,8 @@ from synchub.core.errors import (
     TransientError,
     ValidationError,
 )
+from synchub.idempotency.model import IdempotencyKeyError
+from synchub.idempotency.service import KeyReusedError
 
 PROBLEM_BASE = "https://synchub.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -25,6 +30,11 @@ MEDIA_TYPE = "application/problem+json"
 ERROR_STATUS: list[tuple[type[HubError], int, str, str]] = [
     (SignatureError, 400, "invalid-signature", "Webhook signature is invalid"),
     (PayloadTooLargeError, 413, "payload-too-large", "Request body too large"),
+    (IdempotencyKeyError, 400, "invalid-idempotency-key", "Idempotency-Key is invalid"),
+    (KeyReusedError, 422, "idempotency-key-reused", "Idempotency-Key reused"),
+    (AuthenticationError, 401, "unauthorized", "Authentication required"),
+    (InsufficientScopeError, 403, "insufficient-scope", "Insufficient scope"),
+    (ConflictError, 409, "conflict", "Conflict"),
     (ValidationError, 422, "validation-failed", "Request is invalid"),
     (NotFoundError, 404, "not-found", "Resource not found"),
     (RateLimitedError, 429, "rate-limited", "Too many requests"),
@@ -32,6 +42,19 @@ ERROR_STATUS: list[tuple[type[HubError], int, str, str]] = [
     (TransientError, 503, "unavailable", "Temporarily unavailable"),
     (PermanentError, 400, "bad-request", "Request cannot be processed"),
 ]
+
+
+def _headers_for(error: HubError) -> dict[str, str] | None:
+    if isinstance(error, AuthenticationError):
+        return {"WWW-Authenticate": 'Bearer realm="synchub", error="invalid_token"'}
+    if isinstance(error, InsufficientScopeError):
+        return {
+            "WWW-Authenticate": f'Bearer realm="synchub", error="insufficient_scope", '
+            f'scope="{error.scope}"'
+        }
+    if isinstance(error, ConflictError) and error.retry_after is not None:
+        return {"Retry-After": str(error.retry_after)}
+    return None
 
 
 def problem(
@@ -81,5 +104,6 @@ def problem_for(error: HubError, *, trace_id: str | None) -> JSONResponse:
                 trace_id=trace_id,
                 code=error.code,
                 errors=errors,
+                headers=_headers_for(error),
             )
     return problem(500, "internal", "Internal error", trace_id=trace_id)

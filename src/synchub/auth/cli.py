@@ -10,7 +10,6 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, NoReturn
 
@@ -18,9 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from synchub.auth.keys import load_or_create_kek
 from synchub.auth.model import ApiClient, SigningKey, format_scope, parse_scope, pick_signing_key
 from synchub.auth.service import AuthorizationServer
+from synchub.bootstrap import build_authorization_server
 from synchub.config import Settings
 from synchub.core.clock import SystemClock, isoformat_z
 from synchub.core.errors import HubError, ValidationError
@@ -33,18 +32,6 @@ CLI_ACTOR = "cli"
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
-@dataclass
-class AuditBuffer:
-    """Collects audit entries (ids only) until the CLI writes them to the audit log."""
-
-    entries: list[dict[str, object]] = field(default_factory=list)
-
-    def __call__(self, **entry: object) -> None:
-        """Record one entry; the connection it came with is not kept."""
-        entry.pop("conn", None)
-        self.entries.append(entry)
-
-
 @contextmanager
 def _opened() -> Iterator[tuple[Database, AuthorizationServer]]:
     settings = Settings()
@@ -52,16 +39,7 @@ def _opened() -> Iterator[tuple[Database, AuthorizationServer]]:
     db = make_database(settings.resolved_database_url())
     try:
         upgrade(db)
-        secret = settings.key_encryption_key
-        kek = load_or_create_kek(settings.data_dir, secret.get_secret_value() if secret else None)
-        server = AuthorizationServer(
-            db,
-            kek=kek,
-            clock=SystemClock(),
-            issuer=settings.public_url.rstrip("/"),
-            audit=AuditBuffer(),
-        )
-        yield db, server
+        yield db, build_authorization_server(settings, db, SystemClock())
     except HubError as exc:
         _fail(exc)
     finally:

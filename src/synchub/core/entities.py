@@ -37,7 +37,14 @@ def _f(name: str, kind: Kind, ref: str | None = None) -> FieldSpec:
 
 
 ENTITIES: dict[str, tuple[FieldSpec, ...]] = {
+    "account": (
+        _f("name", Kind.TEXT),
+        _f("domain", Kind.TEXT),
+        _f("country", Kind.TEXT),
+        _f("product_account_id", Kind.TEXT),
+    ),
     "customer": (
+        _f("account_id", Kind.REF, "account"),
         _f("email", Kind.EMAIL),
         _f("name", Kind.TEXT),
         _f("phone", Kind.TEXT),
@@ -107,6 +114,7 @@ LINE_FIELDS: tuple[FieldSpec, ...] = (
 # Which entity each entity belongs to for delivery ordering: all of one customer's
 # changes reach a destination in the order they happened.
 AGGREGATE_REF = {
+    "account": None,
     "customer": None,
     "plan": None,
     "subscription": "customer_id",

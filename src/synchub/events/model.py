@@ -24,6 +24,8 @@ class EventType:
 
 
 _CATALOGUE = (
+    EventType("account.created", "account", "An account (company) was seen for the first time."),
+    EventType("account.updated", "account", "One or more account fields changed."),
     EventType("customer.created", "customer", "A customer was seen for the first time."),
     EventType("customer.updated", "customer", "One or more customer fields changed."),
     EventType("customer.deleted", "customer", "The customer was deleted at its owner."),

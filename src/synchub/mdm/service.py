@@ -12,7 +12,12 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from synchub.core.entities import AGGREGATE_REF, derive_billing_status, is_entitled
-from synchub.core.errors import DependencyPendingError
+from synchub.core.errors import (
+    DependencyPendingError,
+    FieldProblem,
+    NotFoundError,
+    ValidationError,
+)
 from synchub.core.ids import new_id
 from synchub.events.model import derive_events, is_regression
 from synchub.events.outbox import EventContext, emit_event
@@ -390,4 +395,126 @@ def record_link(
         canonical_id=canonical_id,
         reason=reason,
         at=at,
+    )
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of records and whether more follow."""
+
+    items: list[dict[str, Any]]
+    has_more: bool
+
+
+def list_records(
+    conn: Connection,
+    entity: str,
+    *,
+    workspace: str,
+    limit: int,
+    starting_after: str | None,
+    updated_since: Any,
+) -> Page:
+    """Golden records of one entity in a workspace, with their system ids, in id order."""
+    rows, has_more = store.page_golden(conn, entity, workspace=workspace, limit=limit,
+                                       starting_after=starting_after,
+                                       updated_since=updated_since)  # fmt: skip
+    return Page([_present(conn, entity, row, workspace) for row in rows], has_more)
+
+
+def get_record(
+    conn: Connection, entity: str, *, workspace: str, canonical_id: str
+) -> dict[str, Any]:
+    """One golden record with its system ids (and lines for invoices); NotFoundError if absent.
+
+    A record of another workspace is not found, never forbidden: callers learn nothing of it.
+    """
+    row = store.get_golden_in(conn, entity, workspace=workspace, canonical_id=canonical_id)
+    if row is None:
+        raise NotFoundError(f"no {entity} {canonical_id}")
+    return _present(conn, entity, row, workspace)
+
+
+def _present(conn: Connection, entity: str, row: dict[str, Any], workspace: str) -> dict[str, Any]:
+    record = {k: v for k, v in row.items() if k not in ("workspace", "version")}
+    links = store.external_ids_of(conn, workspace=workspace, canonical_ids=[row["id"]])
+    record["external_ids"] = links.get(row["id"], {})
+    if entity == "invoice":
+        record["lines"] = [{k: v for k, v in ln.items() if k not in ("workspace", "invoice_id")}
+                           for ln in store.lines_of(conn, row["id"])]  # fmt: skip
+    return record
+
+
+API_MAPPING_VERSION = "api.v1"
+
+
+def write_from_product(
+    conn: Connection,
+    ctx: EventContext,
+    *,
+    entity: str,
+    source: str,
+    external_id: str,
+    fields: dict[str, Any],
+    owner_of: OwnerOf,
+    canonical_id: str | None = None,
+) -> dict[str, Any]:
+    """Apply what the product says about one of its records, through the same resolve step
+    as every other source; returns the golden record.
+
+    With `canonical_id` (an update of a known record) the product's id is linked to it first,
+    so the observation can only ever land on that record.
+    """
+    if canonical_id is not None:
+        store.link(
+            conn,
+            workspace=ctx.workspace,
+            entity=entity,
+            system=source,
+            external_id=external_id,
+            canonical_id=canonical_id,
+            reason="api",
+            at=ctx.now,
+        )
+    if (
+        fields.get("account_id")
+        and store.get_golden_in(
+            conn, "account", workspace=ctx.workspace, canonical_id=fields["account_id"]
+        )
+        is None
+    ):
+        raise ValidationError("unknown account", [FieldProblem("/account_id", "no such account")])
+    obs = Observation(
+        system=source,
+        object_type=entity,
+        entity=entity,
+        external_id=external_id,
+        fields=fields,
+        refs={},
+        lines=(),
+        mapping_version=API_MAPPING_VERSION,
+        source_version=int(ctx.now.timestamp() * 1000),
+        observed_at=ctx.now,
+    )
+    outcome = apply_observation(conn, obs, ctx, owner_of=owner_of, authoritative=True)
+    assert outcome.canonical_id is not None  # apply always resolves or creates an id
+    return get_record(conn, entity, workspace=ctx.workspace, canonical_id=outcome.canonical_id)
+
+
+def product_id_of(
+    conn: Connection, *, workspace: str, entity: str, canonical_id: str, source: str
+) -> str:
+    """The product's own id for a golden record (its canonical id when the product has none)."""
+    if store.get_golden_in(conn, entity, workspace=workspace, canonical_id=canonical_id) is None:
+        raise NotFoundError(f"no {entity} {canonical_id}")
+    links = store.external_ids_of(conn, workspace=workspace, canonical_ids=[canonical_id])
+    return links.get(canonical_id, {}).get(source, canonical_id)
+
+
+def canonical_for(
+    conn: Connection, *, workspace: str, entity: str, system: str, external_id: str
+) -> str | None:
+    """The canonical id a system's id is linked to, if any."""
+    return store.find_canonical_id(
+        conn, workspace=workspace, entity=entity, system=system, external_id=external_id
     )

@@ -10,9 +10,10 @@ from sqlalchemy.engine import Connection
 
 from synchub.core.entities import ENTITIES, LINE_FIELDS, FieldSpec, Kind
 from synchub.core.errors import LinkConflictError
-from synchub.db import UtcDateTime, metadata
+from synchub.db import UtcDateTime, keyset_page, metadata
 
 TABLE_NAMES = {
+    "account": "accounts",
     "customer": "customers",
     "plan": "plans",
     "subscription": "subscriptions",
@@ -319,3 +320,45 @@ def lines_of(conn: Connection, invoice_id: str) -> list[dict[str, Any]]:
         .order_by(invoice_lines.c.position)
     )
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def page_golden(
+    conn: Connection,
+    entity: str,
+    *,
+    workspace: str,
+    limit: int,
+    starting_after: str | None,
+    updated_since: datetime | None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """A page of an entity's golden records in one workspace, in id order."""
+    table = GOLDEN[entity]
+    query = sa.select(table).where(table.c.workspace == workspace)
+    if updated_since is not None:
+        query = query.where(table.c.updated_at >= updated_since)
+    return keyset_page(conn, query, table.c.id, limit=limit, starting_after=starting_after)
+
+
+def get_golden_in(
+    conn: Connection, entity: str, *, workspace: str, canonical_id: str
+) -> dict[str, Any] | None:
+    """One golden record, only if it belongs to the workspace."""
+    table = GOLDEN[entity]
+    query = sa.select(table).where(table.c.id == canonical_id, table.c.workspace == workspace)
+    row = conn.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def external_ids_of(
+    conn: Connection, *, workspace: str, canonical_ids: list[str]
+) -> dict[str, dict[str, str]]:
+    """Every system id of each canonical id, by canonical id then system."""
+    if not canonical_ids:
+        return {}
+    query = sa.select(crosswalk.c.canonical_id, crosswalk.c.system, crosswalk.c.external_id).where(
+        crosswalk.c.workspace == workspace, crosswalk.c.canonical_id.in_(canonical_ids)
+    )
+    links: dict[str, dict[str, str]] = {}
+    for canonical_id, system, external_id in conn.execute(query):
+        links.setdefault(canonical_id, {})[system] = external_id
+    return links

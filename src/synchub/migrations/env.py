@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
+import synchub.audit.store
+import synchub.auth.store
 import synchub.events.store
+import synchub.idempotency.store
 import synchub.ingest.store
 import synchub.mdm.store  # noqa: F401 - importing registers the tables on the metadata
 from synchub.db import metadata

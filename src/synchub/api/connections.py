@@ -1,0 +1,69 @@
+"""GET /v1/connections: what is connected, who owns it, and how its deliveries are doing."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from synchub.api import schemas
+from synchub.api.security import require
+from synchub.api.writes import request_id
+from synchub.auth.model import Principal
+from synchub.core.errors import NotFoundError
+from synchub.events.service import destination_stats
+from synchub.register.model import Connection
+
+router = APIRouter(prefix="/v1/connections", tags=["connections"])
+
+
+def _present(connection: Connection, stats: dict[str, Any]) -> dict[str, Any]:
+    own = stats.get(connection.name, {})
+    return {"name": connection.name, "system": connection.system, "mode": str(connection.mode),
+            "owner": connection.owner, "criticality": connection.criticality,
+            "runbook": connection.runbook, "deliveries": own.get("deliveries", {}),
+            "last_success_at": own.get("last_success_at")}  # fmt: skip
+
+
+def _all(request: Request, principal: Principal) -> list[dict[str, Any]]:
+    hub = request.app.state.hub
+    with hub.db.read() as conn:
+        stats = destination_stats(conn, workspace=principal.workspace)
+    return [_present(c, stats) for c in hub.register.connections.values()]
+
+
+@router.get(
+    "",
+    response_model=schemas.ListOf[schemas.Connection],
+    operation_id="list_connections",
+    summary="List connections",
+)
+async def list_all(
+    request: Request, principal: Annotated[Principal, require("read:connections")]
+) -> dict[str, Any]:
+    """Every connection in the register with its delivery status."""
+    items = await run_in_threadpool(_all, request, principal)
+    return {
+        "object": "list",
+        "data": items,
+        "has_more": False,
+        "next_starting_after": None,
+        "request_id": request_id(request),
+    }
+
+
+@router.get(
+    "/{name}",
+    response_model=schemas.Connection,
+    operation_id="get_connection",
+    summary="Get one connection and its status",
+)
+async def get_one(
+    request: Request, name: str, principal: Annotated[Principal, require("read:connections")]
+) -> dict[str, Any]:
+    """One connection."""
+    for item in await run_in_threadpool(_all, request, principal):
+        if item["name"] == name:
+            return item
+    raise NotFoundError(f"no connection {name!r}")

@@ -1,0 +1,185 @@
+"""Deliveries and dead letters: list, get (with every attempt), replay."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Connection
+
+from synchub.api import schemas
+from synchub.api.product_writes import WRITE_RESPONSES
+from synchub.api.records import After, Limit
+from synchub.api.security import require
+from synchub.api.writes import request_id, run_write
+from synchub.auth.model import Principal
+from synchub.core.errors import FieldProblem, ValidationError
+from synchub.events.outbox import EventContext
+from synchub.events.service import DeliveryFilter, get_delivery, list_deliveries, replay
+
+router = APIRouter(tags=["deliveries"])
+
+Status = Annotated[str | None, Query(pattern="^(pending|in_flight|succeeded|dead)$")]
+Text = Annotated[str | None, Query(max_length=120)]
+
+
+def _list(
+    request: Request, principal: Principal, limit: int, after: str | None, where: DeliveryFilter
+) -> dict[str, Any]:
+    with request.app.state.hub.db.read() as conn:
+        page = list_deliveries(
+            conn, workspace=principal.workspace, limit=limit, starting_after=after, where=where
+        )
+    return {"object": "list", "data": page.items, "has_more": page.has_more,
+            "next_starting_after": page.items[-1]["id"] if page.has_more else None,
+            "request_id": request_id(request)}  # fmt: skip
+
+
+def _get(request: Request, principal: Principal, delivery_id: str, dead: bool) -> dict[str, Any]:
+    with request.app.state.hub.db.read() as conn:
+        return get_delivery(
+            conn, workspace=principal.workspace, delivery_id=delivery_id, dead_only=dead
+        )
+
+
+@router.get(
+    "/v1/deliveries",
+    response_model=schemas.ListOf[schemas.Delivery],
+    operation_id="list_deliveries",
+    summary="List deliveries",
+)
+async def list_all(
+    request: Request,
+    principal: Annotated[Principal, require("read:deliveries")],
+    limit: Limit = 20,
+    starting_after: After = None,
+    status: Status = None,
+    destination: Text = None,
+    event_type: Text = None,
+) -> dict[str, Any]:
+    """Deliveries in the order they were created, filtered by status, destination or type."""
+    where = DeliveryFilter(status=status, destination=destination, event_type=event_type)
+    return await run_in_threadpool(_list, request, principal, limit, starting_after, where)
+
+
+@router.get(
+    "/v1/deliveries/{delivery_id}",
+    response_model=schemas.Delivery,
+    operation_id="get_delivery",
+    summary="Get one delivery with its attempts",
+)
+async def get_one(
+    request: Request, delivery_id: str, principal: Annotated[Principal, require("read:deliveries")]
+) -> dict[str, Any]:
+    """One delivery and the history of its attempts."""
+    return await run_in_threadpool(_get, request, principal, delivery_id, False)
+
+
+@router.get(
+    "/v1/dead-letters",
+    response_model=schemas.ListOf[schemas.Delivery],
+    operation_id="list_dead_letters",
+    summary="List dead letters",
+)
+async def list_dead(
+    request: Request,
+    principal: Annotated[Principal, require("read:deliveries")],
+    limit: Limit = 20,
+    starting_after: After = None,
+    destination: Text = None,
+    event_type: Text = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    error_code: Annotated[int | None, Query(ge=100, le=599)] = None,
+) -> dict[str, Any]:
+    """Deliveries that gave up, with the reason; filter by destination, type, time, status."""
+    where = DeliveryFilter(
+        status="dead",
+        destination=destination,
+        event_type=event_type,
+        since=since,
+        until=until,
+        error_code=error_code,
+    )
+    return await run_in_threadpool(_list, request, principal, limit, starting_after, where)
+
+
+@router.get(
+    "/v1/dead-letters/{delivery_id}",
+    response_model=schemas.Delivery,
+    operation_id="get_dead_letter",
+    summary="Get one dead letter with its attempts",
+)
+async def get_dead(
+    request: Request, delivery_id: str, principal: Annotated[Principal, require("read:deliveries")]
+) -> dict[str, Any]:
+    """The reason, the last response status and every attempt."""
+    return await run_in_threadpool(_get, request, principal, delivery_id, True)
+
+
+def _replay(
+    request: Request,
+    principal: Principal,
+    route: str,
+    where: DeliveryFilter,
+    ids: list[str] | None,
+    body: schemas.ReplayRequest | None = None,
+) -> JSONResponse:
+    def handler(conn: Connection, ctx: EventContext) -> tuple[int, dict[str, Any]]:
+        queued = replay(conn, workspace=ctx.workspace, where=where, now=ctx.now, delivery_ids=ids)
+        return 200, {"replayed": queued, "count": len(queued)}
+
+    return run_write(
+        request, principal, route=route, body=body, action="deliveries.replay", handler=handler
+    )
+
+
+@router.post(
+    "/v1/deliveries/{delivery_id}/replay",
+    response_model=schemas.Replayed,
+    responses=WRITE_RESPONSES,
+    operation_id="replay_delivery",
+    summary="Send a finished delivery again, with its original idempotency key",
+)
+async def replay_one(
+    request: Request, delivery_id: str, principal: Annotated[Principal, require("admin:deliveries")]
+) -> JSONResponse:
+    """Harmless for one that had in fact succeeded: the destination sees the same key."""
+    await run_in_threadpool(_get, request, principal, delivery_id, False)  # 404 if not ours
+    return await run_in_threadpool(_replay, request, principal,
+                                   "/v1/deliveries/{delivery_id}/replay", DeliveryFilter(),
+                                   [delivery_id])  # fmt: skip
+
+
+@router.post(
+    "/v1/dead-letters/replay",
+    response_model=schemas.Replayed,
+    responses=WRITE_RESPONSES,
+    operation_id="replay_dead_letters",
+    summary="Replay dead letters by ids or by filter",
+)
+async def replay_dead(
+    request: Request,
+    body: schemas.ReplayRequest,
+    principal: Annotated[Principal, require("admin:deliveries")],
+) -> JSONResponse:
+    """At least one of ids, destination, event_type, since, until or error_code is needed."""
+    if not body.model_fields_set:
+        raise ValidationError(
+            "say which dead letters to replay",
+            [FieldProblem("", "give ids or at least one filter")],
+        )
+    where = DeliveryFilter(
+        status="dead",
+        destination=body.destination,
+        event_type=body.event_type,
+        since=body.since,
+        until=body.until,
+        error_code=body.error_code,
+    )
+    return await run_in_threadpool(
+        _replay, request, principal, "/v1/dead-letters/replay", where, body.ids, body
+    )

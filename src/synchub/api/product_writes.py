@@ -1,0 +1,184 @@
+"""Writes from the team's own product: customers and accounts (fields the product owns).
+
+They enter through the same resolve step as every vendor event: an observation from the
+product connection, matched, survived and turned into canonical events in one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.engine import Connection
+
+from synchub.api import schemas
+from synchub.api.security import require
+from synchub.api.writes import run_write
+from synchub.auth.model import Principal
+from synchub.core.errors import ConfigError, FieldProblem, ValidationError
+from synchub.events.outbox import EventContext
+from synchub.mdm.service import canonical_for, product_id_of, write_from_product
+
+router = APIRouter(tags=["customers", "accounts"])
+
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed request or Idempotency-Key"},
+    409: {"description": "The same Idempotency-Key is still being processed"},
+    422: {"description": "Invalid fields, a field owned by another system, or a reused key"},
+}
+
+
+def _product(request: Request) -> str:
+    connection = request.app.state.hub.register.connection_for_system("product")
+    if connection is None:
+        raise ConfigError("the register has no product connection to write as")
+    return str(connection.name)
+
+
+def _check_ownership(request: Request, entity: str, body: BaseModel, source: str) -> None:
+    register = request.app.state.hub.register
+    problems = [
+        FieldProblem(f"/{name}", f"{entity}.{name} is owned by {owner}; change it there")
+        for name in body.model_fields_set
+        if (owner := register.owner_of(entity, name)) not in (None, source)
+    ]
+    if problems:
+        raise ValidationError("some fields are owned by another system", problems)
+
+
+def _owner_of(request: Request) -> Any:
+    owners = {(o.entity, o.field_name): o.owner for o in request.app.state.hub.register.ownership}
+    return lambda entity, name: owners.get((entity, name))
+
+
+async def _write(
+    request: Request,
+    principal: Principal,
+    *,
+    entity: str,
+    route: str,
+    body: BaseModel,
+    canonical_id: str | None,
+) -> JSONResponse:
+    source = _product(request)
+    fields = body.model_dump(exclude_unset=True, exclude={"external_id"})
+    if canonical_id is not None:
+        _check_ownership(request, entity, body, source)
+
+    def handler(conn: Connection, ctx: EventContext) -> tuple[int, dict[str, Any]]:
+        external_id = getattr(body, "external_id", None) or product_id_of(
+            conn, workspace=ctx.workspace, entity=entity, canonical_id=canonical_id or "",
+            source=source)  # fmt: skip
+        existed = canonical_id is not None or canonical_for(
+            conn, workspace=ctx.workspace, entity=entity, system=source, external_id=external_id
+        )
+        record = write_from_product(
+            conn,
+            ctx,
+            entity=entity,
+            source=source,
+            external_id=external_id,
+            fields=fields,
+            owner_of=_owner_of(request),
+            canonical_id=canonical_id,
+        )
+        return (200 if existed else 201), record
+
+    action = f"{entity}.{'create' if canonical_id is None else 'update'}"
+    return await run_in_threadpool(run_write, request, principal, route=route, body=body,
+                                   action=action, handler=handler)  # fmt: skip
+
+
+@router.post(
+    "/v1/customers",
+    status_code=201,
+    response_model=schemas.Customer,
+    responses={
+        **WRITE_RESPONSES,
+        200: {"model": schemas.Customer, "description": "The product's id was known: updated"},
+    },
+    operation_id="create_customer",
+    summary="Create or update a customer the product knows",
+)
+async def create_customer(
+    request: Request,
+    body: schemas.CustomerCreate,
+    principal: Annotated[Principal, require("write:customers")],
+) -> JSONResponse:
+    """Match by the product's id, then email; create if new. Send an Idempotency-Key."""
+    return await _write(
+        request, principal, entity="customer", route="/v1/customers", body=body, canonical_id=None
+    )
+
+
+@router.patch(
+    "/v1/customers/{record_id}",
+    response_model=schemas.Customer,
+    responses=WRITE_RESPONSES,
+    operation_id="update_customer",
+    summary="Change fields of a customer that the product owns",
+)
+async def update_customer(
+    request: Request,
+    record_id: str,
+    body: schemas.CustomerUpdate,
+    principal: Annotated[Principal, require("write:customers")],
+) -> JSONResponse:
+    """Fields owned by another system (see the register) are refused with 422."""
+    return await _write(
+        request,
+        principal,
+        entity="customer",
+        route="/v1/customers/{record_id}",
+        body=body,
+        canonical_id=record_id,
+    )
+
+
+@router.post(
+    "/v1/accounts",
+    status_code=201,
+    response_model=schemas.Account,
+    responses={
+        **WRITE_RESPONSES,
+        200: {"model": schemas.Account, "description": "The product's id was known: updated"},
+    },
+    operation_id="create_account",
+    summary="Create or update an account the product knows",
+)
+async def create_account(
+    request: Request,
+    body: schemas.AccountCreate,
+    principal: Annotated[Principal, require("write:accounts")],
+) -> JSONResponse:
+    """Match by the product's id; create if new. Send an Idempotency-Key."""
+    return await _write(
+        request, principal, entity="account", route="/v1/accounts", body=body, canonical_id=None
+    )
+
+
+@router.patch(
+    "/v1/accounts/{record_id}",
+    response_model=schemas.Account,
+    responses=WRITE_RESPONSES,
+    operation_id="update_account",
+    summary="Change fields of an account",
+)
+async def update_account(
+    request: Request,
+    record_id: str,
+    body: schemas.AccountUpdate,
+    principal: Annotated[Principal, require("write:accounts")],
+) -> JSONResponse:
+    """Fields owned by another system (see the register) are refused with 422."""
+    return await _write(
+        request,
+        principal,
+        entity="account",
+        route="/v1/accounts/{record_id}",
+        body=body,
+        canonical_id=record_id,
+    )

@@ -1,0 +1,277 @@
+"""The shapes of /v1 requests and responses: these models are the OpenAPI contract."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Resource(BaseModel):
+    """Fields every golden record has."""
+
+    id: str = Field(description="synchub's canonical id (a prefixed ULID).")
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+    external_ids: dict[str, str] = Field(
+        description="The record's id in each connected system, by connection name."
+    )
+
+
+class Account(Resource):
+    """A company that buys from you."""
+
+    name: str | None = None
+    domain: str | None = None
+    country: str | None = None
+    product_account_id: str | None = None
+
+
+class Customer(Resource):
+    """A person or organisation that pays you."""
+
+    account_id: str | None = None
+    email: str | None = None
+    name: str | None = None
+    phone: str | None = None
+    company_name: str | None = None
+    country: str | None = None
+    currency: str | None = Field(default=None, description="ISO 4217 code.")
+    product_account_id: str | None = None
+    billing_status: str | None = None
+    source_created_at: datetime | None = None
+
+
+class Plan(Resource):
+    """A price plan."""
+
+    name: str | None = None
+    currency: str | None = None
+    amount_minor: int | None = Field(default=None, description="Integer minor units.")
+    interval: str | None = None
+    interval_count: int | None = None
+    active: bool | None = None
+
+
+class Subscription(Resource):
+    """A customer's subscription to a plan."""
+
+    customer_id: str | None = None
+    plan_id: str | None = None
+    status: str | None = None
+    currency: str | None = None
+    amount_minor: int | None = None
+    interval: str | None = None
+    quantity: int | None = None
+    trial_end_at: datetime | None = None
+    cancel_at_period_end: bool | None = None
+    canceled_at: datetime | None = None
+    started_at: datetime | None = None
+
+
+class InvoiceLine(BaseModel):
+    """One invoice line."""
+
+    id: str
+    position: int
+    external_id: str
+    description: str | None = None
+    quantity: int | None = None
+    unit_amount_minor: int | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+
+
+class Invoice(Resource):
+    """An invoice, with its lines. Amounts are integer minor units of `currency`."""
+
+    customer_id: str | None = None
+    subscription_id: str | None = None
+    number: str | None = None
+    status: str | None = None
+    currency: str | None = None
+    subtotal_minor: int | None = None
+    tax_minor: int | None = None
+    total_minor: int | None = None
+    amount_due_minor: int | None = None
+    amount_paid_minor: int | None = None
+    attempt_count: int | None = None
+    issued_at: datetime | None = None
+    due_date: date | None = Field(
+        default=None, description="A calendar date (organisation's time zone)."
+    )
+    paid_at: datetime | None = None
+    lines: list[InvoiceLine]
+
+
+class Payment(Resource):
+    """A payment (a card charge, a bank payment)."""
+
+    customer_id: str | None = None
+    invoice_id: str | None = None
+    status: str | None = None
+    currency: str | None = None
+    amount_minor: int | None = None
+    amount_refunded_minor: int | None = None
+    paid_at: datetime | None = None
+
+
+class Event(BaseModel):
+    """A canonical event as a CloudEvents 1.0 structured event."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    specversion: Literal["1.0"]
+    type: str
+    source: str
+    subject: str
+    time: datetime
+    datacontenttype: str
+    dataschema: str
+    traceparent: str | None = None
+    data: dict[str, Any]
+
+
+class Attempt(BaseModel):
+    """One attempt to deliver."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    outcome: str
+    status_code: int | None = None
+    error: str | None = None
+    retry_after_seconds: float | None = None
+
+
+class Delivery(BaseModel):
+    """An event on its way to one destination."""
+
+    id: str
+    event_id: str
+    event_type: str
+    destination: str
+    subject: str | None = Field(default=None, description="The entity deliveries are ordered by.")
+    status: str = Field(description="pending, in_flight, succeeded or dead.")
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None = None
+    last_status_code: int | None = None
+    dead_reason: str | None = None
+    created_at: datetime
+    completed_at: datetime | None = None
+    attempt_history: list[Attempt] | None = None
+
+
+class Connection(BaseModel):
+    """A connected system and how its deliveries are doing."""
+
+    name: str
+    system: str
+    mode: str
+    owner: str
+    criticality: str
+    runbook: str | None = None
+    deliveries: dict[str, int] = Field(description="Deliveries to it by status.")
+    last_success_at: datetime | None = None
+
+
+class AuditEntry(BaseModel):
+    """One audit-log entry: who did what to which id, and how it ended."""
+
+    id: str
+    at: datetime
+    workspace: str | None = None
+    actor: str
+    action: str
+    target: str | None = None
+    outcome: str
+    request_id: str | None = None
+    hash: str
+
+
+class ListOf(BaseModel, Generic[T]):
+    """A page of a list. Pass `next_starting_after` as `starting_after` for the next page."""
+
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    next_starting_after: str | None = None
+    request_id: str
+
+
+class Replayed(BaseModel):
+    """What a replay queued."""
+
+    replayed: list[str]
+    count: int
+    request_id: str
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+class _Write(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CustomerCreate(_Write):
+    """A customer as the product knows it."""
+
+    external_id: str = Field(
+        min_length=1, max_length=255, description="The product's own id for this customer."
+    )
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    name: str | None = Field(default=None, max_length=500)
+    phone: str | None = Field(default=None, max_length=50)
+    company_name: str | None = Field(default=None, max_length=500)
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    account_id: str | None = Field(default=None, max_length=40)
+    product_account_id: str | None = Field(default=None, max_length=255)
+
+
+class CustomerUpdate(_Write):
+    """Fields to change; only fields the product owns (or nobody owns) may be sent."""
+
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    name: str | None = Field(default=None, max_length=500)
+    phone: str | None = Field(default=None, max_length=50)
+    company_name: str | None = Field(default=None, max_length=500)
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    account_id: str | None = Field(default=None, max_length=40)
+    product_account_id: str | None = Field(default=None, max_length=255)
+
+
+class AccountCreate(_Write):
+    """An account (company) as the product knows it."""
+
+    external_id: str = Field(
+        min_length=1, max_length=255, description="The product's own id for this account."
+    )
+    name: str | None = Field(default=None, max_length=500)
+    domain: str | None = Field(default=None, max_length=253)
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+
+
+class AccountUpdate(_Write):
+    """Fields to change."""
+
+    name: str | None = Field(default=None, max_length=500)
+    domain: str | None = Field(default=None, max_length=253)
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+
+
+class ReplayRequest(_Write):
+    """Which dead letters to replay: by ids, or by filter (at least one criterion)."""
+
+    ids: list[str] | None = Field(default=None, max_length=1000)
+    destination: str | None = None
+    event_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    error_code: int | None = Field(default=None, ge=100, le=599)

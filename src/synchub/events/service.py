@@ -1,0 +1,179 @@
+"""Reading events and deliveries, and replaying them: the use cases behind the API and CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from synchub.core.errors import NotFoundError
+from synchub.db import keyset_page
+from synchub.events import store
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page and whether more follow."""
+
+    items: list[dict[str, Any]]
+    has_more: bool
+
+
+def present_event(row: dict[str, Any]) -> dict[str, Any]:
+    """An outbox row as a CloudEvents 1.0 structured event."""
+    return {"id": row["id"], "specversion": "1.0", "type": row["type"],
+            "source": row["source"], "subject": row["subject"], "time": row["created_at"],
+            "datacontenttype": "application/json", "dataschema": row["dataschema"],
+            "traceparent": row["traceparent"], "data": row["payload"]}  # fmt: skip
+
+
+def list_events(
+    conn: Connection,
+    *,
+    workspace: str,
+    limit: int,
+    starting_after: str | None,
+    event_type: str | None = None,
+    since: datetime | None = None,
+) -> Page:
+    """Canonical events of a workspace in id (creation) order."""
+    t = store.outbox_events
+    query = sa.select(t).where(t.c.workspace == workspace)
+    if event_type:
+        query = query.where(t.c.type == event_type)
+    if since is not None:
+        query = query.where(t.c.created_at >= since)
+    rows, more = keyset_page(conn, query, t.c.id, limit=limit, starting_after=starting_after)
+    return Page([present_event(r) for r in rows], more)
+
+
+def get_event(conn: Connection, *, workspace: str, event_id: str) -> dict[str, Any]:
+    """One canonical event of the workspace."""
+    row = store.get_event(conn, event_id)
+    if row is None or row["workspace"] != workspace:
+        raise NotFoundError(f"no event {event_id}")
+    return present_event(row)
+
+
+def _present_delivery(conn: Connection, row: dict[str, Any], *, history: bool) -> dict[str, Any]:
+    record = {k: row[k] for k in ("id", "event_id", "event_type", "destination", "status",
+                                  "attempts", "next_attempt_at", "last_error",
+                                  "last_status_code", "dead_reason", "created_at",
+                                  "completed_at")}  # fmt: skip
+    record["subject"] = row.get("aggregate_id")
+    if history:
+        record["attempt_history"] = [
+            {k: a[k] for k in ("attempt", "started_at", "finished_at", "outcome", "status_code",
+                               "error", "retry_after_seconds")}
+            for a in store.attempts_of(conn, row["id"])
+        ]  # fmt: skip
+    return record
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    """Which deliveries to list or replay."""
+
+    status: str | None = None
+    destination: str | None = None
+    event_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    error_code: int | None = None
+
+
+def _filtered(workspace: str, f: DeliveryFilter) -> sa.Select[Any]:
+    t = store.deliveries
+    query = sa.select(t).where(t.c.workspace == workspace)
+    for column, value in (
+        (t.c.status, f.status),
+        (t.c.destination, f.destination),
+        (t.c.event_type, f.event_type),
+        (t.c.last_status_code, f.error_code),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if f.since is not None:
+        query = query.where(t.c.created_at >= f.since)
+    if f.until is not None:
+        query = query.where(t.c.created_at < f.until)
+    return query
+
+
+def list_deliveries(
+    conn: Connection,
+    *,
+    workspace: str,
+    limit: int,
+    starting_after: str | None,
+    where: DeliveryFilter,
+) -> Page:
+    """Deliveries of a workspace matching a filter, in id order."""
+    rows, more = keyset_page(conn, _filtered(workspace, where), store.deliveries.c.id,
+                             limit=limit, starting_after=starting_after)  # fmt: skip
+    return Page([_present_delivery(conn, r, history=False) for r in rows], more)
+
+
+def get_delivery(
+    conn: Connection, *, workspace: str, delivery_id: str, dead_only: bool = False
+) -> dict[str, Any]:
+    """One delivery with its attempt history."""
+    t = store.deliveries
+    row = conn.execute(sa.select(t).where(t.c.id == delivery_id, t.c.workspace == workspace)
+                       ).mappings().first()  # fmt: skip
+    if row is None or (dead_only and row["status"] != "dead"):
+        raise NotFoundError(f"no {'dead letter' if dead_only else 'delivery'} {delivery_id}")
+    return _present_delivery(conn, dict(row), history=True)
+
+
+def replay(
+    conn: Connection,
+    *,
+    workspace: str,
+    where: DeliveryFilter,
+    now: datetime,
+    delivery_ids: list[str] | None = None,
+    limit: int = 1000,
+) -> list[str]:
+    """Queue finished deliveries again, keeping their idempotency keys; returns their ids.
+
+    Only dead or succeeded deliveries are replayed (one already pending or in flight is
+    left alone). Replaying one that had in fact succeeded is harmless: the destination sees
+    the same idempotency key, upsert key or webhook-id again.
+    """
+    t = store.deliveries
+    query = _filtered(workspace, where).where(t.c.status.in_(("dead", "succeeded")))
+    if delivery_ids is not None:
+        query = query.where(t.c.id.in_(delivery_ids))
+    ids = [r["id"] for r in conn.execute(query.order_by(t.c.id).limit(limit)).mappings()]
+    if ids:
+        # A replay gets a fresh retry budget; the history keeps every earlier attempt.
+        conn.execute(sa.update(t).where(t.c.id.in_(ids)).values(
+            status="pending", next_attempt_at=now, attempts=0, completed_at=None,
+            dead_reason=None, created_at=now))  # fmt: skip
+        for delivery_id in ids:
+            store.record_attempt(conn, {
+                "delivery_id": delivery_id, "attempt": 0, "started_at": now, "finished_at": now,
+                "outcome": "replayed", "status_code": None, "error": None,
+                "retry_after_seconds": None})  # fmt: skip
+    return ids
+
+
+def destination_stats(conn: Connection, *, workspace: str) -> dict[str, dict[str, Any]]:
+    """Per destination: deliveries by status and the time of the last success."""
+    t = store.deliveries
+    counts = conn.execute(
+        sa.select(t.c.destination, t.c.status, sa.func.count(), sa.func.max(t.c.completed_at))
+        .where(t.c.workspace == workspace)
+        .group_by(t.c.destination, t.c.status)
+    )
+    stats: dict[str, dict[str, Any]] = {}
+    for destination, status, count, last in counts:
+        entry = stats.setdefault(destination, {"deliveries": {}, "last_success_at": None})
+        entry["deliveries"][status] = count
+        if status == "succeeded":
+            entry["last_success_at"] = last
+    return stats

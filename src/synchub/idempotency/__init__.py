@@ -1,0 +1,1 @@
+"""Idempotency-Key for inbound API writes (STANDARDS.md §1)."""
