@@ -164,6 +164,7 @@ class _At:
     trail: str = ""
     seen: frozenset[tuple[str, str]] = frozenset()
     done: set[tuple[str, str]] = field(default_factory=set)
+    unchanged: frozenset[str] = frozenset()
     softened: bool = False
 
     def to(self, *tokens: object) -> _At:
@@ -316,7 +317,7 @@ def effective_security(doc: Json, operation: Json) -> list[dict[str, list[str]]]
 
 def compare(old: Json, new: Json) -> list[Change]:
     """Every difference between two OpenAPI 3.1 documents, in the old document's order."""
-    root = _At(old_doc=old, new_doc=new)
+    root = _At(old_doc=old, new_doc=new, unchanged=unchanged_refs(old, new))
     before, after = _path_index(old), _path_index(new)
     changes: list[Change] = []
     for key, (path, item) in before.items():
@@ -328,6 +329,52 @@ def compare(old: Json, new: Json) -> list[Change]:
         if key not in before:
             changes.append(_path_added(path, before, root))
     return list(dict.fromkeys(changes))  # anyOf members that share a base repeat its changes
+
+
+def unchanged_refs(old: Json, new: Json) -> frozenset[str]:
+    """Local `$ref`s whose target, and everything it refers to, is the same in both documents."""
+    graph: dict[str, set[str]] = {}
+    dirty: list[str] = []
+    for ref in _refs_in(old) | _refs_in(new):
+        before, after = resolve_ref(old, ref), resolve_ref(new, ref)
+        graph[ref] = _refs_in(before) | _refs_in(after)
+        if before is None or not _is_same(before, after):
+            dirty.append(ref)
+    users: dict[str, set[str]] = {}
+    for ref, targets in graph.items():
+        for target in targets:
+            users.setdefault(target, set()).add(ref)
+    tainted = set(dirty)
+    while dirty:
+        for user in users.get(dirty.pop(), set()) - tainted:
+            tainted.add(user)
+            dirty.append(user)
+    return frozenset(graph.keys() - tainted)
+
+
+def _refs_in(node: Any) -> set[str]:
+    """Every `$ref` string inside node, without following them."""
+    found: set[str] = set()
+    stack, visited = [node], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in visited:
+            continue
+        visited.add(id(item))
+        if isinstance(item, dict):
+            if isinstance(item.get("$ref"), str):
+                found.add(item["$ref"])
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+    return found
+
+
+def _is_same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except RecursionError:  # a YAML alias that contains itself
+        return False
 
 
 def _path_index(doc: Json) -> dict[str, tuple[str, Json]]:
@@ -584,6 +631,8 @@ def _status_removed(status: str, after: dict[str, Json], at: _At) -> Change:
 
 def _compare_schema(old_raw: Any, new_raw: Any, at: _At) -> list[Change]:
     pair = (_key(old_raw), _key(new_raw))
+    if pair[0] == pair[1] and pair[0] in at.unchanged:
+        return []
     if pair in at.seen or len(at.seen) >= MAX_DEPTH or not _is_first_visit(*pair, at.done):
         return []
     at = replace(at, seen=at.seen | {pair})
