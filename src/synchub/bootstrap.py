@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -12,6 +13,7 @@ import httpx
 
 from synchub.audit.service import record as record_audit
 from synchub.auth.keys import load_or_create_kek
+from synchub.auth.model import workspace_kind
 from synchub.auth.service import AuthorizationServer
 from synchub.config import DEV_STRIPE_WEBHOOK_SECRET as DEV_SECRET
 from synchub.config import Settings
@@ -82,6 +84,21 @@ class Hub:
     http_clients: list[httpx.Client] = field(default_factory=list)
     auth: AuthorizationServer | None = None
     idempotency: InFlight = field(default_factory=InFlight)
+    workspace_sandboxes: dict[str, tuple[Sandboxes, dict[str, Destination]]] = field(
+        default_factory=dict
+    )
+    _sandbox_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def destinations_for(self, workspace: str) -> dict[str, Destination]:
+        """Where a workspace's events go: a sandbox workspace only ever reaches its own
+        in-process vendor sandboxes, never the register's (possibly live) connections."""
+        if workspace == self.register.workspace or workspace_kind(workspace) != "sandbox":
+            return self.destinations
+        with self._sandbox_lock:
+            if workspace not in self.workspace_sandboxes:
+                boxes = new_sandboxes(stripe_start=self.clock.now())
+                self.workspace_sandboxes[workspace] = (boxes, _destinations_over(self, boxes))
+            return self.workspace_sandboxes[workspace][1]
 
     def close(self) -> None:
         """Close HTTP clients and database connections."""
@@ -265,6 +282,26 @@ def _wire(hub: Hub, connection: Connection) -> None:
                 timeout_seconds=connection.retry.timeout_seconds,
             ),
         )
+
+
+def _destinations_over(hub: Hub, boxes: Sandboxes) -> dict[str, Destination]:
+    """The register's destinations, each wired to an in-process sandbox instead."""
+    destinations: dict[str, Destination] = {}
+    for c in hub.register.connections.values():
+        if c.system == "hubspot":
+            destinations[c.name] = HubSpotDestination(c.name, HubSpotClient(
+                _http(hub, c, boxes.hubspot.transport()), token=boxes.hubspot.token,
+                clock=hub.clock))  # fmt: skip
+        elif c.system == "xero":
+            destinations[c.name] = XeroDestination(c.name, XeroClient(
+                _http(hub, c, boxes.xero.transport()), token=boxes.xero.token,
+                tenant_id=boxes.xero.tenant_id, clock=hub.clock),
+                timezone=hub.register.timezone)  # fmt: skip
+        elif c.system == "product":
+            destinations[c.name] = ProductDestination(c.name, ProductClient(
+                _http(hub, c, boxes.product.transport()), url="http://product.sandbox/callbacks",
+                secrets=[boxes.product.secret], clock=hub.clock))  # fmt: skip
+    return destinations
 
 
 def _required(value: str | None, connection: str, variable: str) -> str:

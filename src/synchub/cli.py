@@ -69,6 +69,13 @@ def serve(
     api = create_app(hub, on_event_received=worker.wake if worker else None)
     if worker:
         worker.start()
+    modes = ", ".join(f"{c.name} ({c.mode})" for c in hub.register.connections.values())
+    err.print(
+        f"synchub {hub.version} on http://{settings.host}:{settings.port} "
+        f"(docs: /docs) · store {hub.db.engine.url.render_as_string(hide_password=True)} · "
+        f"register {settings.register_dir}: {modes} · workers: {'on' if worker else 'off'}",
+        highlight=False,
+    )
     try:
         uvicorn.run(api, host=settings.host, port=settings.port, log_level="warning")
     finally:

@@ -57,7 +57,7 @@ class Worker:
         )
         self.delivery = DeliveryContext(
             db=hub.db,
-            destinations=hub.destinations,
+            destinations=hub.destinations_for,
             policies=hub.policies,
             clock=hub.clock,
             worker_id=self.worker_id,

@@ -279,3 +279,50 @@ def test_connections_report_their_deliveries(harness: Harness, auth: dict[str, s
     }
     assert connections["hubspot"]["deliveries"] == {"succeeded": 1}
     assert harness.http.get("/v1/connections/nope", headers=auth).status_code == 404
+
+
+def test_a_sandbox_workspace_never_reaches_the_live_destinations(
+    harness: Harness, auth: dict[str, str]
+) -> None:
+    sandbox = _token(harness, _client(harness, workspace="sandbox-acme"))
+    assert _create(harness, sandbox, external_id="sb-1", email="sb@acme.test").status_code == 201
+    harness.settle()
+    assert harness.boxes.hubspot.contacts() == []  # the register's HubSpot saw nothing
+    boxes, _ = harness.hub.workspace_sandboxes["sandbox-acme"]
+    assert [c["email"] for c in boxes.hubspot.contacts()] == ["sb@acme.test"]
+
+
+def test_an_upsert_may_not_change_a_field_another_system_owns(
+    harness: Harness, auth: dict[str, str]
+) -> None:
+    assert _create(harness, auth).status_code == 201
+    again = _create(harness, auth, email="changed@kowhai.nz")  # same product id: an update
+    assert again.status_code == 422
+    assert again.json()["code"] == "field_owned_elsewhere"
+    same = _create(harness, auth, name="Aroha")  # same email, other fields: allowed
+    assert same.status_code == 200
+
+
+def test_a_new_product_id_never_takes_over_another_product_record(
+    harness: Harness, auth: dict[str, str]
+) -> None:
+    first = _create(harness, auth).json()
+    other = _create(harness, auth, external_id="prod-2", name="Someone Else")
+    assert other.status_code == 201
+    assert other.json()["id"] != first["id"]
+    kept = harness.http.get(f"/v1/customers/{first['id']}", headers=auth).json()
+    assert kept["name"] == "Aroha Ngāta"
+    assert kept["external_ids"] == {"product": "prod-1"}
+
+
+def test_every_error_carries_a_trace_id(harness: Harness) -> None:
+    assert harness.http.get("/v1/customers").json()["trace_id"]
+
+
+def test_bodies_over_the_limit_are_413(harness: Harness, auth: dict[str, str]) -> None:
+    reply = harness.http.post(
+        "/v1/customers",
+        content=b"{" + b" " * (1024 * 1024) + b"}",
+        headers={**auth, "Content-Type": "application/json"},
+    )
+    assert reply.status_code == 413

@@ -79,7 +79,7 @@ def _emit(db: Database, clock: FixedClock, customer: str, label: str) -> None:
 def _context(db: Database, clock: FixedClock, dest: Any, worker: str = "w1") -> DeliveryContext:
     return DeliveryContext(
         db=db,
-        destinations={"dest": dest},
+        destinations=lambda _workspace: {"dest": dest},
         policies={"dest": POLICY},
         clock=clock,
         worker_id=worker,

@@ -29,13 +29,16 @@ from synchub.api.problems import problem, problem_for
 from synchub.bootstrap import Hub
 from synchub.core.errors import HubError
 from synchub.core.ids import new_id
-from synchub.observability.tracecontext import trace_id_of
+from synchub.observability.tracecontext import continue_or_start, trace_id_of
 
 log = structlog.get_logger(__name__)
 
 
 def _trace_id(request: Request) -> str | None:
     return getattr(request.state, "trace_id", None)
+
+
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class RequestIdMiddleware:
@@ -53,7 +56,20 @@ class RequestIdMiddleware:
                             if k == b"traceparent"), None)  # fmt: skip
         state = scope.setdefault("state", {})
         state["request_id"] = rid
-        state["trace_id"] = trace_id_of(traceparent)
+        state["trace_id"] = trace_id_of(continue_or_start(traceparent))
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            response = problem(
+                413,
+                "payload-too-large",
+                "Request body too large",
+                code="payload_too_large",
+                trace_id=state["trace_id"],
+                detail=f"bodies are limited to {MAX_BODY_BYTES} bytes",
+                headers={"X-Request-Id": rid},
+            )
+            await response(scope, receive, send)
+            return
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -117,6 +133,7 @@ PROBLEMS = {
     "422": "Invalid input; `errors` points at the fields",
     "500": "Something went wrong on our side",
 }
+WRITE_ONLY_PROBLEMS = frozenset({"409", "413"})
 IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "description": "A token or RFC 8941 quoted string of at most 255 characters. Replays "
@@ -141,6 +158,8 @@ def document_conventions(schema: dict[str, Any]) -> None:
         for method, operation in item.items():
             responses = operation.setdefault("responses", {})
             for code, description in PROBLEMS.items():
+                if code in WRITE_ONLY_PROBLEMS and method not in ("post", "patch"):
+                    continue
                 responses[code] = {"description": description, "content": problem_ref}
             for response in responses.values():
                 response["headers"] = request_id
@@ -154,6 +173,7 @@ def _v1_openapi(app: FastAPI) -> dict[str, Any]:
                              description=API_DESCRIPTION, routes=app.routes,
                              servers=[{"url": "/"}])  # fmt: skip
         schema["info"]["contact"] = {"name": "synchub", "url": "https://synchub.dev"}
+        schema["security"] = [{"oauth2": []}]  # every operation needs a token (and a scope)
         document_conventions(schema)
         app.openapi_schema = schema
     return app.openapi_schema

@@ -20,9 +20,9 @@ from synchub.api.writes import run_write
 from synchub.auth.model import Principal
 from synchub.core.errors import ConfigError, FieldProblem, ValidationError
 from synchub.events.outbox import EventContext
-from synchub.mdm.service import canonical_for, product_id_of, write_from_product
+from synchub.mdm.service import canonical_for, get_record, product_id_of, write_from_product
 
-router = APIRouter(tags=["customers", "accounts"])
+router = APIRouter()
 
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed request or Idempotency-Key"},
@@ -38,15 +38,26 @@ def _product(request: Request) -> str:
     return str(connection.name)
 
 
-def _check_ownership(request: Request, entity: str, body: BaseModel, source: str) -> None:
+class OwnedFieldError(ValidationError):
+    """The product tried to change a field another system owns (422)."""
+
+    code = "field_owned_elsewhere"
+
+
+def _refuse_owned_changes(
+    request: Request, entity: str, fields: dict[str, Any], current: dict[str, Any], source: str
+) -> None:
+    """The product may set any field when it creates a record, but afterwards it may not
+    change a field the register gives to another system (sending the same value is fine)."""
     register = request.app.state.hub.register
     problems = [
         FieldProblem(f"/{name}", f"{entity}.{name} is owned by {owner}; change it there")
-        for name in body.model_fields_set
+        for name, value in fields.items()
         if (owner := register.owner_of(entity, name)) not in (None, source)
+        and value != current.get(name)
     ]
     if problems:
-        raise ValidationError("some fields are owned by another system", problems)
+        raise OwnedFieldError("some fields are owned by another system", problems)
 
 
 def _owner_of(request: Request) -> Any:
@@ -65,27 +76,22 @@ async def _write(
 ) -> JSONResponse:
     source = _product(request)
     fields = body.model_dump(exclude_unset=True, exclude={"external_id"})
-    if canonical_id is not None:
-        _check_ownership(request, entity, body, source)
 
     def handler(conn: Connection, ctx: EventContext) -> tuple[int, dict[str, Any]]:
         external_id = getattr(body, "external_id", None) or product_id_of(
             conn, workspace=ctx.workspace, entity=entity, canonical_id=canonical_id or "",
             source=source)  # fmt: skip
-        existed = canonical_id is not None or canonical_for(
+        existing = canonical_id or canonical_for(
             conn, workspace=ctx.workspace, entity=entity, system=source, external_id=external_id
         )
-        record = write_from_product(
-            conn,
-            ctx,
-            entity=entity,
-            source=source,
-            external_id=external_id,
-            fields=fields,
-            owner_of=_owner_of(request),
-            canonical_id=canonical_id,
-        )
-        return (200 if existed else 201), record
+        if existing is not None:
+            current = get_record(conn, entity, workspace=ctx.workspace, canonical_id=existing)
+            _refuse_owned_changes(request, entity, fields, current, source)
+        record, created = write_from_product(
+            conn, ctx, entity=entity, source=source, external_id=external_id, fields=fields,
+            owner_of=_owner_of(request), canonical_id=canonical_id,
+        )  # fmt: skip
+        return (201 if created else 200), record
 
     action = f"{entity}.{'create' if canonical_id is None else 'update'}"
     return await run_in_threadpool(run_write, request, principal, route=route, body=body,
@@ -101,6 +107,7 @@ async def _write(
         200: {"model": schemas.Customer, "description": "The product's id was known: updated"},
     },
     operation_id="create_customer",
+    tags=["customers"],
     summary="Create or update a customer the product knows",
 )
 async def create_customer(
@@ -119,6 +126,7 @@ async def create_customer(
     response_model=schemas.Customer,
     responses=WRITE_RESPONSES,
     operation_id="update_customer",
+    tags=["customers"],
     summary="Change fields of a customer that the product owns",
 )
 async def update_customer(
@@ -147,6 +155,7 @@ async def update_customer(
         200: {"model": schemas.Account, "description": "The product's id was known: updated"},
     },
     operation_id="create_account",
+    tags=["accounts"],
     summary="Create or update an account the product knows",
 )
 async def create_account(
@@ -165,6 +174,7 @@ async def create_account(
     response_model=schemas.Account,
     responses=WRITE_RESPONSES,
     operation_id="update_account",
+    tags=["accounts"],
     summary="Change fields of an account",
 )
 async def update_account(

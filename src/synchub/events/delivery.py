@@ -5,6 +5,7 @@ failures become dead letters with the reason."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,7 +32,7 @@ class DeliveryContext:
     """Everything the delivery loop needs, passed in."""
 
     db: Database
-    destinations: dict[str, Destination]
+    destinations: Callable[[str], dict[str, Destination]]  # by workspace
     policies: dict[str, RetryPolicy]
     clock: Clock
     worker_id: str
@@ -109,7 +110,7 @@ def _outbound(conn: Any, delivery: store.Delivery, destination: str) -> Outbound
 
 def _deliver_one(ctx: DeliveryContext, delivery: store.Delivery) -> str:
     started = ctx.clock.now()
-    destination = ctx.destinations.get(delivery.destination)
+    destination = ctx.destinations(delivery.workspace).get(delivery.destination)
     policy = ctx.policies.get(delivery.destination, RetryPolicy())
     result: Delivered | None = None
     error: HubError | None = None

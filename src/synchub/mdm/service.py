@@ -145,9 +145,17 @@ def _match(conn: Connection, obs: Observation, workspace: str) -> tuple[str, str
     if found is None and obs.entity == "customer" and obs.fields.get("email"):
         found = store.find_customer_by_email(conn, workspace=workspace, email=obs.fields["email"])
         reason = "email"
+        if found is not None and _is_taken_by_source(conn, workspace, found, obs.system):
+            found = None  # the source itself holds two records: they are two customers
     if found is None:
         found, reason = new_id(obs.entity), "new"
     return found, reason
+
+
+def _is_taken_by_source(conn: Connection, workspace: str, canonical_id: str, system: str) -> bool:
+    """Whether a golden record already carries an id from this source (a different record)."""
+    links = store.external_ids_of(conn, workspace=workspace, canonical_ids=[canonical_id])
+    return system in links.get(canonical_id, {})
 
 
 def _merge(
@@ -458,9 +466,9 @@ def write_from_product(
     fields: dict[str, Any],
     owner_of: OwnerOf,
     canonical_id: str | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
     """Apply what the product says about one of its records, through the same resolve step
-    as every other source; returns the golden record.
+    as every other source; returns the golden record and whether it was created.
 
     With `canonical_id` (an update of a known record) the product's id is linked to it first,
     so the observation can only ever land on that record.
@@ -498,7 +506,8 @@ def write_from_product(
     )
     outcome = apply_observation(conn, obs, ctx, owner_of=owner_of, authoritative=True)
     assert outcome.canonical_id is not None  # apply always resolves or creates an id
-    return get_record(conn, entity, workspace=ctx.workspace, canonical_id=outcome.canonical_id)
+    record = get_record(conn, entity, workspace=ctx.workspace, canonical_id=outcome.canonical_id)
+    return record, f"{entity}.created" in outcome.events
 
 
 def product_id_of(
