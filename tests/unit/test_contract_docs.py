@@ -251,7 +251,7 @@ def test_auth_lists_schemes_scopes_and_each_operations_scope() -> None:
 
     assert "https://hub.example/oauth/token" in text
     assert "read:customers Read golden customer records." in text
-    get_customer = html[html.index('id="op-getcustomer"') :]
+    get_customer = html[html.index('id="op-getcustomer-customers"') :]
     assert "Authentication: oauth2 (read:customers)" in _text(get_customer[:2000])
     health = html[html.index("GET</span> <code>/health") :]
     assert "Authentication: none." in _text(health)
@@ -284,7 +284,7 @@ def test_schemas_render_as_nested_field_tables_with_refs_and_all_of_resolved() -
     assert "email string yes" in text
     assert "name any no max length: 200" in text
     assert 'one of: "active" , "archived"' in text
-    assert 'format: uri ; default: "about:blank"' in text
+    assert 'type string (uri) no default: "about:blank"' in text
     assert "read-only" in text
     assert "RateLimit string Remaining quota." in text
 
@@ -338,3 +338,84 @@ def test_an_empty_document_still_renders_a_page() -> None:
 
     assert page.open == []
     assert "h1" in page.tags
+
+
+def test_densely_linked_schemas_are_unfolded_once_per_body() -> None:
+    names = [f"S{i}" for i in range(16)]
+    schemas = {
+        n: {
+            "type": "object",
+            "properties": {m.lower(): {"$ref": f"#/components/schemas/{m}"} for m in names},
+        }
+        for n in names
+    }
+    spec = {
+        "paths": {
+            "/v1/s": {
+                "get": {
+                    "responses": {
+                        "200": {
+                            "description": "ok",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/S0"}}
+                            },
+                        }
+                    }
+                }
+            }
+        },
+        "components": {"schemas": schemas},
+    }
+
+    html = render_html(spec)
+
+    assert html.count("<table>") <= len(names)
+    assert _parse(html).open == []
+
+
+def test_bulleted_descriptions_become_lists() -> None:
+    spec = _spec()
+    spec["info"]["description"] = "Rules:\n\n- one\n  wrapped\n- two"
+
+    html = render_html(spec)
+
+    assert "<ul><li>one wrapped</li><li>two</li></ul>" in html
+
+
+def test_nullable_fields_show_the_format_and_limits_of_their_value() -> None:
+    spec = _spec()
+    op = spec["paths"]["/v1/customers/{id}"]["get"]
+    op["parameters"].append(
+        {
+            "name": "since",
+            "in": "query",
+            "schema": {
+                "anyOf": [
+                    {"type": "string", "format": "date-time", "maxLength": 40},
+                    {"type": "null"},
+                ]
+            },
+        }
+    )
+
+    text = _text(render_html(spec))
+
+    assert "since query no string (date-time) | null max length: 40" in text
+
+
+def test_error_bodies_are_folded_and_success_bodies_are_open() -> None:
+    html = render_html(_spec())
+    errors = html[html.index("<code>404</code>") :]
+
+    assert errors.index("<details><summary>Headers and body</summary>") < errors.index("<table>")
+    success = html[html.index("<code>200</code>") : html.index("<code>404</code>")]
+    assert "Headers and body" not in success
+
+
+def test_an_operation_with_two_tags_is_listed_under_both() -> None:
+    spec = _spec()
+    spec["paths"]["/v1/customers"]["post"]["tags"] = ["Customers", "Deliveries"]
+
+    page = _parse(render_html(spec))
+
+    assert {"op-post--v1-customers-customers", "op-post--v1-customers-deliveries"} <= set(page.ids)

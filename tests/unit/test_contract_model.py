@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from synchub.contract.model import RULES, Change, compare
+from synchub.contract.model import RULES, Change, compare, unchanged_refs
 
 Doc = dict[str, Any]
 Mutation = Callable[[Doc, Doc], None]
@@ -750,3 +750,77 @@ def test_every_rule_has_a_kebab_case_code_and_a_known_severity() -> None:
     for code, severity in RULES.items():
         assert re.fullmatch(r"[a-z]+(-[a-z0-9]+)+", code), code
         assert severity in ("breaking", "warning", "safe")
+
+
+def _dense(size: int, *, extra: bool = False) -> Doc:
+    """`size` schemas that each refer to every other one: 2**size paths from the top."""
+    names = [f"S{i}" for i in range(size)]
+    schemas = {
+        n: {"type": "object", "properties": {m.lower(): _ref(m) for m in names}} for n in names
+    }
+    if extra:
+        schemas["S0"]["properties"]["extra"] = {"type": "string"}
+    return {
+        "openapi": "3.1.0",
+        "paths": {"/v1/s": {"get": {"responses": {"200": _json_response(_ref("S1"))}}}},
+        "components": {"schemas": schemas},
+    }
+
+
+def test_densely_linked_schemas_are_compared_once_per_body() -> None:
+    changes = compare(_dense(16), _dense(16, extra=True))
+
+    assert [(c.code, c.severity) for c in changes] == [("response-property-added", "safe")]
+    assert changes[0].message.endswith("field s0.extra: added")
+
+
+def test_unchanged_refs_are_those_whose_whole_closure_is_equal() -> None:
+    old, new = _doc(), _doc()
+    _prop(new, "CustomerInput", "email")["maxLength"] = 10
+
+    unchanged = unchanged_refs(old, new)
+
+    assert "#/components/schemas/Problem" in unchanged
+    assert "#/components/schemas/Customer" in unchanged
+    assert "#/components/schemas/CustomerInput" not in unchanged
+
+
+def test_unchanged_refs_taint_everything_that_reaches_a_change() -> None:
+    old, new = _doc(), _doc()
+    _prop(new, "Customer", "name")["maxLength"] = 10
+
+    unchanged = unchanged_refs(old, new)
+
+    assert "#/components/schemas/Customer" not in unchanged
+    assert "#/components/schemas/CustomerList" not in unchanged
+
+
+def test_a_named_schema_that_becomes_one_of_several_keeps_its_pairing() -> None:
+    old, new = _doc(), _doc()
+    for doc in (old, new):
+        doc["components"]["schemas"]["Card"] = {"type": "object", "properties": {}}
+        doc["components"]["schemas"]["Bank"] = {"type": "object", "properties": {}}
+    _schema(old, "Customer")["properties"]["method"] = _ref("Card")
+    _schema(new, "Customer")["properties"]["method"] = {"oneOf": [_ref("Card"), _ref("Bank")]}
+
+    changes = [c for c in compare(old, new) if c.path == "/v1/customers/{id}"]
+
+    assert [(c.code, c.message.rsplit(": ", 1)[1]) for c in changes] == [
+        ("response-variant-added", "alternative Bank was added")
+    ]
+
+
+def test_inline_alternatives_of_one_type_pair_by_title() -> None:
+    """Alternatives that differ only in `required` (a common idiom) are not variant changes."""
+    old, new = _doc(), _doc()
+    for doc in (old, new):
+        _schema(doc, "CustomerInput")["anyOf"] = [
+            {"title": "by email", "required": ["email"]},
+            {"title": "by name", "required": ["name"]},
+        ]
+    _schema(new, "CustomerInput")["anyOf"].reverse()
+    _schema(new, "CustomerInput")["properties"]["phone"] = {"type": "string"}
+
+    changes = compare(old, new)
+
+    assert [c.code for c in changes] == ["request-property-added"]

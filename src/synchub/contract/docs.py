@@ -1,16 +1,19 @@
 """The HTML reference page for an OpenAPI 3.1 document: one self-contained file. Pure.
 
 No external CSS, scripts, fonts or images; a Content-Security-Policy meta tag forbids them.
-Every value from the document passes through `html.escape`. Descriptions are shown as plain
-text paragraphs (only `code` spans and http(s) URLs are recognised). Each operation is listed
-under its first tag. Schemas are nested field tables; `$ref`s are followed and a schema that
-contains itself is shown once, then named.
+Every value from the document passes through `html.escape`. Descriptions are plain text:
+paragraphs, `- ` bullet lists, `code` spans and http(s) links (so every problem type URI is a
+link), nothing else of Markdown. An operation is listed under each of its tags ("Other" when it
+has none). Schemas are nested field tables with `$ref`s and `allOf` resolved; within one body a
+named schema is unfolded once and later named, which ends recursion and keeps linked schemas
+from multiplying the page (also capped at 6 levels and 400 rows per body).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
@@ -26,12 +29,12 @@ from synchub.contract.model import (
     show_types,
 )
 
-MAX_DEPTH = 8
+MAX_DEPTH = 6  # nested tables deeper than this are hard to read on any screen
+MAX_ROWS = 400  # field rows per body; the rest is left to the OpenAPI document
 _URL = re.compile(r"https?://[^\s<>\"'`)\]}]+")
 _PROBLEM = re.compile(r"https?://[^\s<>\"'`)\]}]*/problems/[A-Za-z0-9._~-]+")
 _CODE = re.compile(r"`([^`]+)`")
 _FACTS = (
-    ("format", "format"),
     ("pattern", "pattern"),
     ("minLength", "min length"),
     ("maxLength", "max length"),
@@ -138,11 +141,11 @@ def _group_by_tag(spec: Json) -> dict[str, list[Operation]]:
         item = _mapping(deref(spec, raw))
         for method in METHODS:
             op = item.get(method)
-            if isinstance(op, dict):
-                tag = str((_items(op.get("tags")) or ["Other"])[0])
-                anchor = _unique(
-                    _anchor("op", str(op.get("operationId") or f"{method}-{path}")), used
-                )
+            if not isinstance(op, dict):
+                continue
+            for tag in [str(t) for t in _items(op.get("tags"))] or ["Other"]:
+                name = str(op.get("operationId") or f"{method}-{path}")
+                anchor = _unique(_anchor("op", f"{name}-{tag}"), used)
                 groups.setdefault(tag, []).append((anchor, method, str(path), op))
     return {tag: ops for tag, ops in groups.items() if ops}
 
@@ -251,7 +254,7 @@ def _parameters(spec: Json, path: str, op: Json) -> str:
 def _parameter_row(spec: Json, param: Json) -> str:
     schema = param.get("schema", {})
     required = "yes" if param.get("in") == "path" or param.get("required") is True else "no"
-    notes = _prose(param.get("description")) + _facts(flatten_schema(spec, schema))
+    notes = _prose(param.get("description")) + _facts(_essence(spec, schema))
     if param.get("deprecated") is True:
         notes = '<span class="warn">Deprecated.</span> ' + notes
     cells = [f"<code>{escape(str(param.get('name')))}</code>", escape(str(param.get("in")))]
@@ -274,7 +277,10 @@ def _responses(spec: Json, op: Json) -> str:
         response = _mapping(deref(spec, raw))
         summary = _text(str(response.get("description", "")))
         parts.append(f"<h5><code>{escape(str(status))}</code> {summary}</h5>")
-        parts += [_headers(spec, response), _content(spec, response)]
+        details = _headers(spec, response) + _content(spec, response)
+        if details and not str(status).startswith("2"):  # error bodies repeat; fold them
+            details = f"<details><summary>Headers and body</summary>{details}</details>"
+        parts.append(details)
     return "\n".join(parts)
 
 
@@ -284,7 +290,7 @@ def _headers(spec: Json, response: Json) -> str:
         header = _mapping(deref(spec, raw))
         schema = header.get("schema", {})
         cells = [f"<code>{escape(str(name))}</code>", escape(_label(spec, schema))]
-        cells.append(_prose(header.get("description")) + _facts(flatten_schema(spec, schema)))
+        cells.append(_prose(header.get("description")) + _facts(_essence(spec, schema)))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return _table(["Header", "Type", "Description"], rows) if rows else ""
 
@@ -295,7 +301,7 @@ def _content(spec: Json, holder: Json) -> str:
         media_type = _mapping(raw)
         parts.append(f"<p>Media type <code>{escape(str(media))}</code></p>")
         if "schema" in media_type:
-            parts.append(_schema(spec, media_type["schema"], frozenset(), 0))
+            parts.append(_schema(spec, media_type["schema"], _Body(), 0))
         parts.append(_examples(media_type))
     return "\n".join(parts)
 
@@ -310,24 +316,45 @@ def _examples(media_type: Json) -> str:
     )
 
 
-def _schema(spec: Json, raw: Any, trail: frozenset[str], depth: int) -> str:
+@dataclass
+class _Body:
+    """What one body's tables have shown so far: named schemas, and rows left in its budget.
+
+    A named schema is unfolded once per body; later mentions point back to it. That ends
+    recursion and keeps densely linked schemas from multiplying the page.
+    """
+
+    shown: set[str] = field(default_factory=set)
+    rows_left: int = MAX_ROWS
+
+    def is_first(self, raw: Any) -> bool:
+        """Whether raw is inline or a named schema not yet shown in this body (then it is)."""
+        ref = _ref_of(raw)
+        if ref in self.shown:
+            return False
+        if ref:
+            self.shown.add(ref)
+        return True
+
+
+def _schema(spec: Json, raw: Any, body: _Body, depth: int) -> str:
     """A schema as a field table when it has fields, else its type and facts."""
-    trail = trail | {_key(raw)}
+    body.is_first(raw)
     members = _alternatives(spec, flatten_schema(spec, raw))
     if len(members) > 1 and depth < MAX_DEPTH:
-        options = "".join(_member(spec, ref, m, trail, depth) for ref, m in members)
+        options = "".join(_member(spec, ref, m, body, depth) for ref, m in members)
         return f"<p>One of:</p><ul>{options}</ul>"
     flat = members[0][1]
     properties = _mapping(flat.get("properties"))
     if properties and depth < MAX_DEPTH:
         required = {str(r) for r in _items(flat.get("required"))}
         rows = [
-            _field_row(spec, str(n), s, n in required, trail, depth) for n, s in properties.items()
+            _field_row(spec, str(n), s, n in required, body, depth) for n, s in properties.items()
         ]
         return _table(["Field", "Type", "Required", "Description"], rows)
     items = flat.get("items")
     if isinstance(items, dict) and _has_fields(spec, items) and depth < MAX_DEPTH:
-        return "<p>Array of:</p>" + _schema(spec, items, trail, depth + 1)
+        return "<p>Array of:</p>" + _schema(spec, items, body, depth + 1)
     return f"<p>{escape(_label(spec, raw))}</p>{_facts(flat)}"
 
 
@@ -337,35 +364,37 @@ def _alternatives(spec: Json, flat: Json) -> list[tuple[str, Json]]:
     return [m for m in members if schema_types(m[1]) != frozenset({"null"})] or members
 
 
-def _member(spec: Json, ref: str, member: Json, trail: frozenset[str], depth: int) -> str:
+def _member(spec: Json, ref: str, member: Json, body: _Body, depth: int) -> str:
     name = escape(_member_name(ref, member))
-    if ref and ref in trail:
-        return f'<li>{name} <span class="muted">(same shape as above)</span></li>'
-    inner = _schema(spec, member, trail | {ref} if ref else trail, depth + 1)
-    return f"<li>{name}{inner}</li>"
+    if not body.is_first({"$ref": ref} if ref else member):
+        return f'<li>{name} <span class="muted">(shown above)</span></li>'
+    return f"<li>{name}{_schema(spec, member, body, depth + 1)}</li>"
 
 
-def _field_row(
-    spec: Json, name: str, raw: Any, required: bool, trail: frozenset[str], depth: int
-) -> str:
+def _field_row(spec: Json, name: str, raw: Any, required: bool, body: _Body, depth: int) -> str:
+    body.rows_left -= 1
+    if body.rows_left < 0:
+        return ""
     flat = flatten_schema(spec, raw)
-    notes = _prose(flat.get("description")) + _facts(flat)
+    notes = _prose(flat.get("description")) + _facts(_essence(spec, raw))
     if flat.get("deprecated") is True:
         notes = '<span class="warn">Deprecated.</span> ' + notes
-    notes += _nested(spec, name, raw, trail, depth)
+    notes += _nested(spec, name, raw, body, depth)
     cells = [f"<code>{escape(name)}</code>", escape(_label(spec, raw)), "yes" if required else "no"]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in [*cells, notes]) + "</tr>"
 
 
-def _nested(spec: Json, name: str, raw: Any, trail: frozenset[str], depth: int) -> str:
-    """The fields under a field, folded, or a note when they were already shown above."""
+def _nested(spec: Json, name: str, raw: Any, body: _Body, depth: int) -> str:
+    """The fields under a field, folded, or a note when they were shown above or cut."""
     target = _expandable(spec, raw)
     if not _has_fields(spec, target):
         return ""
     label = escape(_label(spec, target))
-    if _key(raw) in trail or _key(target) in trail:
+    if _ref_of(target) in body.shown:
         return f'<p class="muted">Same shape as {label} above.</p>'
-    inner = _schema(spec, target, trail | {_key(raw)}, depth + 1)
+    if depth + 1 >= MAX_DEPTH or body.rows_left <= 0:
+        return f'<p class="muted">Fields of {label} are in the OpenAPI document.</p>'
+    inner = _schema(spec, target, body, depth + 1)
     summary = f"Fields of <code>{escape(name)}</code> ({label})"
     return f"<details><summary>{summary}</summary>{inner}</details>"
 
@@ -379,6 +408,12 @@ def _expandable(spec: Json, raw: Any) -> Any:
     if len(members) == 1 and members[0][0]:
         return {"$ref": members[0][0]}
     return raw
+
+
+def _essence(spec: Json, raw: Any) -> Json:
+    """The schema whose constraints a row shows: the one alternative of a nullable schema."""
+    alternatives = _alternatives(spec, flatten_schema(spec, raw))
+    return alternatives[0][1] if len(alternatives) == 1 else flatten_schema(spec, raw)
 
 
 def _has_fields(spec: Json, raw: Any) -> bool:
@@ -404,12 +439,14 @@ def _label(spec: Json, raw: Any, depth: int = 0) -> str:
 
 
 def _member_name(ref: str, member: Json) -> str:
-    return ref.rsplit("/", 1)[-1] if ref else show_types(schema_types(member))
+    if ref:
+        return ref.rsplit("/", 1)[-1]
+    fmt = f" ({member['format']})" if "format" in member else ""
+    return show_types(schema_types(member)) + fmt
 
 
 def _ref_name(raw: Any) -> str:
-    ref = raw.get("$ref") if isinstance(raw, dict) else None
-    return ref.rsplit("/", 1)[-1] if isinstance(ref, str) else ""
+    return _ref_of(raw).rsplit("/", 1)[-1]
 
 
 def _facts(flat: Json) -> str:
@@ -447,10 +484,21 @@ def _problem_section(spec: Json) -> str:
 
 
 def _prose(value: Any) -> str:
+    """Description text as paragraphs, and `- ` lines as bullet lists."""
     if not isinstance(value, str) or not value.strip():
         return ""
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", value) if p.strip()]
-    return "".join(f"<p>{_text(p)}</p>" for p in paragraphs)
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", value) if b.strip()]
+    return "".join(_list(b) if b.startswith(("- ", "* ")) else f"<p>{_text(b)}</p>" for b in blocks)
+
+
+def _list(block: str) -> str:
+    items: list[str] = []
+    for line in block.splitlines():
+        if line.startswith(("- ", "* ")):
+            items.append(line[2:].strip())
+        else:  # a wrapped line continues the item above
+            items[-1] += " " + line.strip()
+    return "<ul>" + "".join(f"<li>{_text(item)}</li>" for item in items) + "</ul>"
 
 
 def _text(value: str) -> str:
@@ -475,9 +523,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False, default=str)
 
 
-def _key(raw: Any) -> str:
+def _ref_of(raw: Any) -> str:
     ref = raw.get("$ref") if isinstance(raw, dict) else None
-    return ref if isinstance(ref, str) else f"@{id(raw)}"
+    return ref if isinstance(ref, str) else ""
 
 
 def _mapping(value: Any) -> Json:

@@ -15,14 +15,16 @@ removed from `/v1` is breaking even when `/v2` has its equivalent.
 Limits:
 - Only local `$ref`s (`#/...`) are resolved; any other is reported as `unresolved-ref` and not
   compared. Keywords beside a `$ref` override those of the referenced schema.
-- Recursion stops when the same pair of schemas comes round again on the current path, or at
-  a depth of 64.
+- Cost: a `$ref` whose schema, and everything it refers to, is identical in both documents is
+  skipped. Any other pair of named schemas is compared once per request or response body,
+  where it is first reached, so a change inside a shared schema is reported once per body,
+  with the first path that leads to it. Cycles end there too; inline ones at a depth of 64.
 - `allOf`: members are merged; `properties` and `required` are combined and `type` is
   intersected; for other keywords the last member wins (constraints are not intersected).
-- `anyOf`/`oneOf` (the first present): the union of the members' types is compared; members are
-  paired by equal `$ref`, then by a type that only one member on each side has, and paired
-  members are compared field by field. Unpaired members are reported as variants added or
-  removed; two inline members of one type are never compared with each other.
+- `anyOf`/`oneOf` (the first present): the union of the members' types is compared. Members
+  are paired by equal `$ref`, then by a type or a `title` that only one member on each side
+  has, then inline members in order; paired members are compared field by field, unpaired
+  ones are reported as variants added or removed. Identical findings are reported once.
 - Not compared: `not`, `if`/`then`/`else`, `prefixItems`, `patternProperties`,
   `dependentRequired`, `multipleOf`, `discriminator`, response headers, links, callbacks.
 - Patterns and formats are compared as text, media types as written.
@@ -631,8 +633,8 @@ def _status_removed(status: str, after: dict[str, Json], at: _At) -> Change:
 
 def _compare_schema(old_raw: Any, new_raw: Any, at: _At) -> list[Change]:
     pair = (_key(old_raw), _key(new_raw))
-    if pair[0] == pair[1] and pair[0] in at.unchanged:
-        return []
+    if pair[0] in at.unchanged and _is_same(old_raw, new_raw):
+        return []  # the same $ref, with the same siblings, to an unchanged schema
     if pair in at.seen or len(at.seen) >= MAX_DEPTH or not _is_first_visit(*pair, at.done):
         return []
     at = replace(at, seen=at.seen | {pair})
