@@ -220,42 +220,24 @@ class _Write(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class CustomerCreate(_Write):
+class CustomerUpdate(_Write):
+    """Fields to change; a field another system owns may be set on create, not changed."""
+
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    name: str | None = Field(default=None, max_length=500)
+    phone: str | None = Field(default=None, max_length=50)
+    company_name: str | None = Field(default=None, max_length=500)
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    account_id: str | None = Field(default=None, max_length=40)
+    product_account_id: str | None = Field(default=None, max_length=255)
+
+
+class CustomerCreate(CustomerUpdate):
     """A customer as the product knows it."""
 
     external_id: str = Field(
         min_length=1, max_length=255, description="The product's own id for this customer."
     )
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    name: str | None = Field(default=None, max_length=500)
-    phone: str | None = Field(default=None, max_length=50)
-    company_name: str | None = Field(default=None, max_length=500)
-    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
-    account_id: str | None = Field(default=None, max_length=40)
-    product_account_id: str | None = Field(default=None, max_length=255)
-
-
-class CustomerUpdate(_Write):
-    """Fields to change; only fields the product owns (or nobody owns) may be sent."""
-
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    name: str | None = Field(default=None, max_length=500)
-    phone: str | None = Field(default=None, max_length=50)
-    company_name: str | None = Field(default=None, max_length=500)
-    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
-    account_id: str | None = Field(default=None, max_length=40)
-    product_account_id: str | None = Field(default=None, max_length=255)
-
-
-class AccountCreate(_Write):
-    """An account (company) as the product knows it."""
-
-    external_id: str = Field(
-        min_length=1, max_length=255, description="The product's own id for this account."
-    )
-    name: str | None = Field(default=None, max_length=500)
-    domain: str | None = Field(default=None, max_length=253)
-    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
 
 
 class AccountUpdate(_Write):
@@ -264,6 +246,14 @@ class AccountUpdate(_Write):
     name: str | None = Field(default=None, max_length=500)
     domain: str | None = Field(default=None, max_length=253)
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+
+
+class AccountCreate(AccountUpdate):
+    """An account (company) as the product knows it."""
+
+    external_id: str = Field(
+        min_length=1, max_length=255, description="The product's own id for this account."
+    )
 
 
 class ReplayRequest(_Write):
