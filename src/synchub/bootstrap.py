@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from synchub.audit.service import chain_key
 from synchub.audit.service import record as record_audit
 from synchub.auth.keys import load_or_create_kek
 from synchub.auth.model import workspace_kind
@@ -83,6 +84,7 @@ class Hub:
     version: str
     http_clients: list[httpx.Client] = field(default_factory=list)
     auth: AuthorizationServer | None = None
+    audit_key: bytes = b""
     idempotency: InFlight = field(default_factory=InFlight)
     workspace_sandboxes: dict[str, tuple[Sandboxes, dict[str, Destination]]] = field(
         default_factory=dict
@@ -156,7 +158,14 @@ def build_hub(
     for connection in register.connections.values():
         _wire(hub, connection)
     hub.auth = build_authorization_server(settings, hub.db, clock)
+    hub.audit_key = chain_key(key_encryption_key(settings))
     return hub
+
+
+def key_encryption_key(settings: Settings) -> bytes:
+    """The key that encrypts signing keys and seals the audit chain."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return load_or_create_kek(settings.data_dir, _secret(settings.key_encryption_key))
 
 
 def build_authorization_server(
@@ -164,12 +173,12 @@ def build_authorization_server(
 ) -> AuthorizationServer:
     """The OAuth server for the /v1 API, recording to the audit log."""
 
-    def audit(conn: Any, **entry: Any) -> None:
-        record_audit(conn, at=clock.now(), **entry)
+    kek = key_encryption_key(settings)
+    key = chain_key(kek)
 
-    configured = _secret(settings.key_encryption_key)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    kek = load_or_create_kek(settings.data_dir, configured)
+    def audit(conn: Any, **entry: Any) -> None:
+        record_audit(conn, key=key, at=clock.now(), **entry)
+
     return AuthorizationServer(
         db, kek=kek, clock=clock, issuer=settings.public_url.rstrip("/"), audit=audit
     )

@@ -245,7 +245,8 @@ def audit_log(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show the audit log (oldest first) and check that its hash chain is intact."""
-    from synchub.audit.service import entries, verify_chain
+    from synchub.audit.service import chain_key, entries, head_hash, verify_chain
+    from synchub.bootstrap import key_encryption_key
     from synchub.db import make_database
     from synchub.events.outbox import to_json_safe
     from synchub.migrations.runner import upgrade
@@ -255,10 +256,13 @@ def audit_log(
     upgrade(db)
     with db.read() as conn:
         rows, _ = entries(conn, workspace=workspace, limit=limit, starting_after=None)
-        broken = verify_chain(conn)
+        broken = verify_chain(conn, key=chain_key(key_encryption_key(settings)))
+        head = head_hash(conn)
     db.dispose()
     if as_json:
-        sys.stdout.write(json.dumps({"entries": to_json_safe(rows), "broken": broken}) + "\n")
+        sys.stdout.write(
+            json.dumps({"entries": to_json_safe(rows), "broken": broken, "head_hash": head}) + "\n"
+        )
     else:
         table = Table("at", "workspace", "actor", "action", "target", "outcome")
         for row in rows:
@@ -271,7 +275,12 @@ def audit_log(
                 row["outcome"],
             )
         Console().print(table)
-        err.print("chain intact" if not broken else f"chain BROKEN at {broken}", highlight=False)
+        err.print(
+            f"chain intact; head {head} (keep it elsewhere to detect truncation)"
+            if not broken
+            else f"chain BROKEN at {broken}",
+            highlight=False,
+        )
     if broken:
         raise typer.Exit(1)
 

@@ -8,6 +8,7 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -15,10 +16,12 @@ from synchub.bootstrap import Hub
 from synchub.events.delivery import DeliveryContext, deliver_due
 from synchub.events.dispatch import dispatch_outbox
 from synchub.events.store import pending_work
+from synchub.idempotency.service import purge_expired
 from synchub.ingest import store as inbox_store
 from synchub.ingest.service import IngestContext, process_inbox
 
 log = structlog.get_logger(__name__)
+PURGE_EVERY = timedelta(minutes=1)
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Worker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._purged_at: datetime | None = None
         owners = {(o.entity, o.field_name): o.owner for o in hub.register.ownership}
         self.ingest = IngestContext(
             db=hub.db,
@@ -64,8 +68,18 @@ class Worker:
             concurrency=hub.settings.worker_threads,
         )
 
+    def purge_if_due(self) -> None:
+        """Once a minute, delete what retention rules say must go (idempotency keys)."""
+        now = self.hub.clock.now()
+        if self._purged_at is not None and now - self._purged_at < PURGE_EVERY:
+            return
+        with self.hub.db.write() as conn:
+            purge_expired(conn, now=now)
+        self._purged_at = now
+
     def run_pass(self) -> PassResult:
         """One pass: inbox, then outbox fan-out, then due deliveries."""
+        self.purge_if_due()
         inbox = process_inbox(self.ingest)
         dispatched = dispatch_outbox(self.hub.db, self.hub.register, self.hub.clock)
         delivered = deliver_due(

@@ -268,7 +268,7 @@ def test_writes_and_grants_are_in_the_audit_log(harness: Harness, auth: dict[str
     actions = {e["action"] for e in entries}
     assert {"customer.create"} <= actions
     with harness.hub.db.read() as conn:
-        assert verify_chain(conn) == []
+        assert verify_chain(conn, key=harness.hub.audit_key) == []
 
 
 def test_connections_report_their_deliveries(harness: Harness, auth: dict[str, str]) -> None:
@@ -326,3 +326,67 @@ def test_bodies_over_the_limit_are_413(harness: Harness, auth: dict[str, str]) -
         headers={**auth, "Content-Type": "application/json"},
     )
     assert reply.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["updated_since=2026-01-01T00:00:00", "updated_since=2026-01-01", "starting_after=cus_%00"],
+)
+def test_odd_queries_are_4xx_not_500(harness: Harness, auth: dict[str, str], query: str) -> None:
+    reply = harness.http.get(f"/v1/customers?{query}", headers=auth)
+    assert reply.status_code in (400, 422)
+    assert reply.headers["content-type"] == "application/problem+json"
+
+
+def test_control_characters_in_bodies_are_422(harness: Harness, auth: dict[str, str]) -> None:
+    assert _create(harness, auth, external_id="a\u0000b").status_code == 422
+    assert _create(harness, auth, name="x\u0007").status_code == 422
+
+
+def test_malformed_json_is_400_and_no_token_is_401_before_the_body(
+    harness: Harness, auth: dict[str, str]
+) -> None:
+    bad = harness.http.post(
+        "/v1/customers", content=b"{not json", headers={**auth, "Content-Type": "application/json"}
+    )
+    assert bad.status_code == 400
+    anonymous = harness.http.post(
+        "/v1/customers", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="synchub"'
+
+
+def test_concurrent_creates_without_a_key_make_one_record(
+    harness: Harness, auth: dict[str, str]
+) -> None:
+    replies: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: replies.append(_create(harness, auth).status_code))
+        for _ in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(replies) == [200, 200, 200, 200, 200, 201]
+
+
+def test_a_rewritten_audit_entry_is_detected(harness: Harness, auth: dict[str, str]) -> None:
+    _create(harness, auth, key="k")
+    with harness.hub.db.write() as conn:
+        conn.execute(
+            sa.text("UPDATE audit_log SET actor = 'someone-else' WHERE action = 'customer.create'")
+        )
+    with harness.hub.db.read() as conn:
+        assert verify_chain(conn, key=harness.hub.audit_key) != []
+
+
+def test_a_replay_is_audited(harness: Harness, auth: dict[str, str]) -> None:
+    _create(harness, auth, key="r")
+    _create(harness, auth, key="r")
+    actions = [
+        e["action"]
+        for e in harness.http.get("/v1/audit", headers=auth, params={"limit": 100}).json()["data"]
+    ]
+    assert "customer.create.replayed" in actions

@@ -39,6 +39,15 @@ def _trace_id(request: Request) -> str | None:
 
 
 MAX_BODY_BYTES = 1024 * 1024
+HTTP_PROBLEMS = {
+    404: ("not-found", "Resource not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+}
+
+
+def _has_bearer(header: bytes) -> bool:
+    scheme, _, token = header.decode("latin-1").partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())
 
 
 class RequestIdMiddleware:
@@ -57,6 +66,36 @@ class RequestIdMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         state["trace_id"] = trace_id_of(continue_or_start(traceparent))
+        raw = scope.get("raw_path", b"") + b"?" + scope.get("query_string", b"")
+        if b"%00" in raw or b"\x00" in raw or "\x00" in scope.get("path", ""):
+            response = problem(
+                400,
+                "bad-request",
+                "Request cannot be processed",
+                code="nul_in_url",
+                trace_id=state["trace_id"],
+                detail="the URL contains a NUL byte",
+                headers={"X-Request-Id": rid},
+            )
+            await response(scope, receive, send)
+            return
+        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        if (
+            scope.get("path", "").startswith("/v1/")
+            and not _has_bearer(authorization)
+            and not scope.get("path", "").startswith("/v1/webhooks/")
+        ):
+            response = problem(
+                401,
+                "unauthorized",
+                "Authentication required",
+                code="invalid_token",
+                trace_id=state["trace_id"],
+                detail="send an access token: Authorization: Bearer <token>",
+                headers={"X-Request-Id": rid, "WWW-Authenticate": 'Bearer realm="synchub"'},
+            )
+            await response(scope, receive, send)
+            return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             response = problem(
@@ -201,6 +240,15 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return problem(
+                400,
+                "malformed-json",
+                "Body is not valid JSON",
+                detail="Send a JSON object with Content-Type: application/json.",
+                errors=[{"pointer": "", "detail": "not valid JSON"}],
+                trace_id=_trace_id(request),
+            )
         errors = [
             {"pointer": "/" + "/".join(str(p) for p in e["loc"][1:]), "detail": e["msg"]}
             for e in exc.errors()
@@ -216,8 +264,15 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem(exc.status_code, slug, str(exc.detail), trace_id=_trace_id(request))
+        slug, title = HTTP_PROBLEMS.get(exc.status_code, ("http-error", "HTTP error"))
+        return problem(
+            exc.status_code,
+            slug,
+            title,
+            trace_id=_trace_id(request),
+            detail=str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:

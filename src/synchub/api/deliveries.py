@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 from sqlalchemy.engine import Connection
 
 from synchub.api import schemas
@@ -91,8 +91,8 @@ async def list_dead(
     starting_after: After = None,
     destination: Text = None,
     event_type: Text = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     error_code: Annotated[int | None, Query(ge=100, le=599)] = None,
 ) -> dict[str, Any]:
     """Deliveries that gave up, with the reason; filter by destination, type, time, status."""

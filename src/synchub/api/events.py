@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import AwareDatetime
 
 from synchub.api import schemas
 from synchub.api.records import After, Limit
@@ -52,7 +53,7 @@ async def list_all(
     limit: Limit = 20,
     starting_after: After = None,
     type: Annotated[str | None, Query(max_length=120)] = None,
-    since: datetime | None = None,
+    since: AwareDatetime | None = None,
 ) -> dict[str, Any]:
     """Events in the order they were written, optionally of one type or since a time."""
     return await run_in_threadpool(_list, request, principal, limit, starting_after, type, since)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import AwareDatetime
 
 from synchub.api import schemas
 from synchub.api.security import require
@@ -17,7 +18,8 @@ from synchub.mdm.service import get_record, list_records
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size (1-100).")]
 After = Annotated[str | None, Query(max_length=64, description="Return items after this id.")]
 Since = Annotated[
-    datetime | None, Query(description="Only records updated at or after this RFC 3339 time.")
+    AwareDatetime | None,
+    Query(description="Only records updated at or after this RFC 3339 time (with offset)."),
 ]
 
 RESOURCES: list[tuple[str, str, type[schemas.Resource], str]] = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 T = TypeVar("T")
 
@@ -219,6 +219,15 @@ class Replayed(BaseModel):
 class _Write(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        """NUL and other C0 control characters are never data (and PostgreSQL refuses NUL)."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(t, str) and any(ord(c) < 32 for c in t) for t in texts):
+            raise ValueError("control characters are not allowed")
+        return value
+
 
 class CustomerUpdate(_Write):
     """Fields to change; a field another system owns may be set on create, not changed."""
@@ -262,6 +271,6 @@ class ReplayRequest(_Write):
     ids: list[str] | None = Field(default=None, max_length=1000)
     destination: str | None = None
     event_type: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
     error_code: int | None = Field(default=None, ge=100, le=599)

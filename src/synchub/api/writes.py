@@ -58,6 +58,7 @@ def run_write(
         body_out = to_json_safe({**result, "request_id": request_id(request)})
         audit(
             conn,
+            key=hub.audit_key,
             at=now,
             actor=principal.client_id,
             action=action,
@@ -71,6 +72,18 @@ def run_write(
         outcome = run_once(conn, scope, fingerprint=fingerprint(request.method, request.url.path,
                                                                 payload),
                            now=now, handler=execute)  # fmt: skip
+    if outcome.replayed:
+        with hub.db.write() as conn:
+            audit(
+                conn,
+                key=hub.audit_key,
+                at=now,
+                actor=principal.client_id,
+                action=f"{action}.replayed",
+                workspace=ctx.workspace,
+                target=str(outcome.body.get("id") or ""),
+                request_id=request_id(request),
+            )
     if hub_wake := getattr(request.app.state, "on_event_received", None):
         hub_wake()
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from datetime import datetime
 from typing import Any
 
@@ -13,15 +14,22 @@ from synchub.core.ids import new_id
 from synchub.mdm.model import canonical_json
 
 
-def _digest(prev_hash: str, entry: dict[str, Any]) -> str:
+def chain_key(kek: bytes) -> bytes:
+    """The key that seals the audit chain, derived from the key-encryption key."""
+    return hmac.new(kek, b"synchub audit chain v1", hashlib.sha256).digest()
+
+
+def _digest(key: bytes, prev_hash: str, entry: dict[str, Any]) -> str:
     body = {k: entry[k] for k in ("id", "at", "workspace", "actor", "action", "target",
                                   "outcome", "request_id")}  # fmt: skip
-    return hashlib.sha256((prev_hash + canonical_json(body)).encode("utf-8")).hexdigest()
+    message = (prev_hash + canonical_json(body)).encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def record(
     conn: Connection,
     *,
+    key: bytes,
     at: datetime,
     actor: str,
     action: str,
@@ -37,16 +45,20 @@ def record(
              "actor": actor, "action": action, "target": target, "outcome": outcome,
              "request_id": request_id}  # fmt: skip
     entry["prev_hash"] = prev
-    entry["hash"] = _digest(prev, entry)
+    entry["hash"] = _digest(key, prev, entry)
     store.append(conn, entry)
     return str(entry["id"])
 
 
-def verify_chain(conn: Connection) -> list[str]:
-    """Entries whose hash does not follow from the one before (empty when intact)."""
+def verify_chain(conn: Connection, *, key: bytes) -> list[str]:
+    """Entries whose keyed hash does not follow from the one before (empty when intact).
+
+    Rewriting entries needs the key; removing the newest ones is only visible against a head
+    hash kept elsewhere (`head_hash`, printed by `synchub audit`).
+    """
     broken, prev = [], ""
     for entry in store.all_in_order(conn):
-        if entry["prev_hash"] != prev or _digest(prev, entry) != entry["hash"]:
+        if entry["prev_hash"] != prev or _digest(key, prev, entry) != entry["hash"]:
             broken.append(entry["id"])
         prev = entry["hash"]
     return broken
@@ -63,4 +75,9 @@ def entries(
     """A page of entries, oldest first."""
     rows, more = store.page(conn, workspace=workspace, limit=limit,
                             starting_after=starting_after, action=action)  # fmt: skip
-    return [{k: v for k, v in r.items() if k not in ("prev_hash",)} for r in rows], more
+    return [{k: v for k, v in r.items() if k not in ("prev_hash", "seq")} for r in rows], more
+
+
+def head_hash(conn: Connection) -> str:
+    """The newest entry's hash: record it outside the database to detect truncation."""
+    return store.last_hash(conn)

@@ -11,7 +11,10 @@ from synchub.db import UtcDateTime, keyset_page, metadata
 
 audit_log = sa.Table(
     "audit_log", metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
+    # Appends are ordered by this sequence (under a lock), never by wall-clock ids.
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Column("workspace", sa.String(40), nullable=True, index=True),
     sa.Column("actor", sa.String(120), nullable=False),
@@ -26,7 +29,7 @@ audit_log = sa.Table(
 
 def last_hash(conn: Connection) -> str:
     """The hash of the newest entry ("" for an empty log)."""
-    query = sa.select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
+    query = sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
     return str(conn.execute(query).scalar_one_or_none() or "")
 
 
@@ -56,9 +59,10 @@ def page(
     if action:
         query = query.where(audit_log.c.action == action)
     return keyset_page(conn, query, audit_log.c.id, limit=limit, starting_after=starting_after)
+    # (ids are ULIDs: their order matches seq except across clock skew between hosts)
 
 
 def all_in_order(conn: Connection) -> list[dict[str, Any]]:
     """The whole log, oldest first (for verification)."""
-    rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.id)).mappings()
+    rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).mappings()
     return [dict(r) for r in rows]

@@ -76,6 +76,9 @@ def run_once(
     if not store.try_lock(conn, scope):
         raise ConflictError("a request with this Idempotency-Key is still running", retry_after=1)
     stored = store.find(conn, scope)
+    if stored is not None and stored["expires_at"] <= now:
+        store.delete_expired(conn, now=now)  # past retention: the key is free again
+        stored = None
     if stored is not None:
         if stored["fingerprint"] != fingerprint:
             raise KeyReusedError("this Idempotency-Key was used for a different request")
@@ -91,3 +94,8 @@ def run_once(
         expires_at=now + RETENTION,
     )
     return Outcome(status, body, replayed=False)
+
+
+def purge_expired(conn: Connection, *, now: datetime) -> int:
+    """Delete keys past their retention (they hold response bodies with personal data)."""
+    return store.delete_expired(conn, now=now)

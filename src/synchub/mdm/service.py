@@ -91,6 +91,7 @@ def apply_observation(
         "object_type": obs.object_type,
         "external_id": obs.external_id,
     }
+    store.lock_source_record(conn, **key)
     snapshot = store.get_source_record(conn, **key)
     digest = observation_hash(obs)
     if snapshot is not None:
@@ -523,7 +524,10 @@ def product_id_of(
 def canonical_for(
     conn: Connection, *, workspace: str, entity: str, system: str, external_id: str
 ) -> str | None:
-    """The canonical id a system's id is linked to, if any."""
+    """The canonical id a system's id is linked to, if any (holding that id's lock on PG)."""
+    store.lock_source_record(
+        conn, workspace=workspace, system=system, object_type=entity, external_id=external_id
+    )
     return store.find_canonical_id(
         conn, workspace=workspace, entity=entity, system=system, external_id=external_id
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -362,3 +363,18 @@ def external_ids_of(
     for canonical_id, system, external_id in conn.execute(query):
         links.setdefault(canonical_id, {})[system] = external_id
     return links
+
+
+def lock_source_record(
+    conn: Connection, *, workspace: str, system: str, object_type: str, external_id: str
+) -> None:
+    """PostgreSQL: serialise concurrent applies of one source record until commit.
+
+    Two transactions resolving the same record at once would otherwise both decide it is new.
+    SQLite has a single writer, so nothing is needed there.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    key = "\x1f".join((workspace, system, object_type, external_id)).encode()
+    lock_id = int.from_bytes(hashlib.sha256(key).digest()[:8], "big", signed=True)
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_id)))

@@ -39,6 +39,12 @@ def upgrade() -> None:
 
     op.create_table(
         "audit_log",
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("at", synchub.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("workspace", sa.String(length=40), nullable=True),
@@ -49,8 +55,9 @@ def upgrade() -> None:
         sa.Column("request_id", sa.String(length=60), nullable=True),
         sa.Column("prev_hash", sa.String(length=64), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_log")),
         sa.UniqueConstraint("hash", name=op.f("uq_audit_log_hash")),
+        sa.UniqueConstraint("id", name=op.f("uq_audit_log_id")),
     )
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_audit_log_workspace"), ["workspace"], unique=False)
