@@ -1,0 +1,1 @@
+"""Per-tenant rate limits, quotas and concurrency slots (STANDARDS.md §2, issue "Fair use")."""

@@ -1,0 +1,191 @@
+"""Rate-limit decisions: GCRA, token bucket, draft-10 RateLimit fields, monthly periods. Pure.
+
+GCRA runs on a one-microsecond grid (the resolution of Redis TIME): `now` and `tat` are rounded
+to the nearest microsecond and the emission interval T = period/rate is rounded *up* to a whole
+microsecond. Integer arithmetic keeps the laws exact and gives the Redis Lua script (whose
+numbers are doubles, exact below 2**53) the same answers; rounding T up only ever admits less.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+MICROSECONDS = 1_000_000
+_POLICY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def to_microseconds(seconds: float) -> int:
+    """Seconds as the nearest whole number of microseconds."""
+    return round(seconds * MICROSECONDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """`rate` requests per `period_seconds` under one policy; `burst` (≥ 1) may arrive at once.
+
+    Derived on construction: `interval_us`, the emission interval T = period/rate rounded up to
+    a whole microsecond, and `tolerance_us`, tau = burst * T.
+    """
+
+    policy: str
+    rate: int
+    period_seconds: float
+    burst: int
+    interval_us: int = field(init=False, repr=False, compare=False)
+    tolerance_us: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _POLICY_NAME.fullmatch(self.policy):
+            raise ValueError("a policy name is 1-64 of A-Z a-z 0-9 . _ -")
+        if self.rate < 1 or self.burst < 1:
+            raise ValueError("rate and burst must be at least 1")
+        period_us = to_microseconds(self.period_seconds)
+        if period_us < 1:
+            raise ValueError("period_seconds must be at least one microsecond")
+        interval = -(-period_us // self.rate)
+        object.__setattr__(self, "interval_us", interval)
+        object.__setattr__(self, "tolerance_us", self.burst * interval)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One rate-limit check: the verdict plus what Retry-After and the RateLimit fields need.
+
+    `limit` is the quota (requests per window), `remaining` the unit-cost requests that would
+    still be admitted at this instant, `reset_seconds` the time until the bucket is full again,
+    `retry_after_seconds` the wait before this request could pass (0 when allowed).
+    """
+
+    allowed: bool
+    policy: str
+    limit: int
+    remaining: int
+    reset_seconds: float
+    retry_after_seconds: float
+    window_seconds: float
+    burst: int
+
+
+def check_cost(limit: Limit, cost: int) -> None:
+    """Refuse a cost below 1 or above the burst (such a request could never pass)."""
+    if not 1 <= cost <= limit.burst:
+        raise ValueError(f"cost must be between 1 and the burst ({limit.burst})")
+
+
+def gcra_us(
+    tat_us: int | None, now_us: int, limit: Limit, *, cost: int = 1
+) -> tuple[Decision, int | None]:
+    """GCRA (STANDARDS §2) in microseconds; returns the decision and the TAT to store, or None."""
+    check_cost(limit, cost)
+    interval = limit.interval_us
+    base = now_us if tat_us is None or tat_us < now_us else tat_us  # max(tat, now)
+    new_tat = base + cost * interval
+    allow_at = new_tat - limit.tolerance_us
+    if now_us < allow_at:
+        # Nothing is stored; `remaining` counts the unit-cost requests that would still pass.
+        refused = Decision(
+            allowed=False,
+            policy=limit.policy,
+            limit=limit.rate,
+            remaining=max(0, (limit.tolerance_us - (base - now_us)) // interval),
+            reset_seconds=(base - now_us) / MICROSECONDS,
+            retry_after_seconds=(allow_at - now_us) / MICROSECONDS,
+            window_seconds=limit.period_seconds,
+            burst=limit.burst,
+        )
+        return refused, None
+    admitted = Decision(
+        allowed=True,
+        policy=limit.policy,
+        limit=limit.rate,
+        remaining=(now_us - allow_at) // interval,
+        reset_seconds=(new_tat - now_us) / MICROSECONDS,
+        retry_after_seconds=0.0,
+        window_seconds=limit.period_seconds,
+        burst=limit.burst,
+    )
+    return admitted, new_tat
+
+
+def gcra(
+    tat: float | None, now: float, limit: Limit, *, cost: int = 1
+) -> tuple[Decision, float | None]:
+    """GCRA (STANDARDS §2) in seconds; returns the decision and the TAT to store (None: keep)."""
+    tat_us = None if tat is None else to_microseconds(tat)
+    decision, new_tat = gcra_us(tat_us, to_microseconds(now), limit, cost=cost)
+    return decision, None if new_tat is None else new_tat / MICROSECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class BucketDecision:
+    """One token-bucket draw: the verdict, tokens left as of `now`, and the wait when refused."""
+
+    admitted: bool
+    tokens: float
+    retry_after_seconds: float
+
+
+def token_bucket(
+    tokens: float,
+    last: float,
+    *,
+    now: float,
+    capacity: float,
+    refill_per_second: float,
+    cost: float = 1.0,
+) -> BucketDecision:
+    """Refill by the time since `last` up to `capacity`; admit and spend if tokens >= cost (§2)."""
+    if capacity <= 0 or refill_per_second <= 0 or not 0 < cost <= capacity:
+        raise ValueError("need capacity > 0, refill_per_second > 0 and 0 < cost <= capacity")
+    available = min(capacity, tokens + max(0.0, now - last) * refill_per_second)
+    if available >= cost:
+        return BucketDecision(admitted=True, tokens=available - cost, retry_after_seconds=0.0)
+    wait = (cost - available) / refill_per_second
+    return BucketDecision(admitted=False, tokens=available, retry_after_seconds=wait)
+
+
+def retry_after_header(seconds: float) -> int:
+    """Retry-After delay-seconds: whole seconds rounded up, never less than 1 (RFC 9110)."""
+    return max(1, math.ceil(seconds))
+
+
+def _sf_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _whole_seconds(seconds: float) -> int:
+    micro = to_microseconds(seconds)
+    if micro % MICROSECONDS:
+        raise ValueError("the RateLimit-Policy window (w) must be a whole number of seconds")
+    return micro // MICROSECONDS
+
+
+def ratelimit_headers(decision: Decision) -> dict[str, str]:
+    """RateLimit-Policy and RateLimit fields (draft-10); on a refusal t matches Retry-After."""
+    name = _sf_string(decision.policy)
+    window = _whole_seconds(decision.window_seconds)
+    if decision.allowed:
+        reset = math.ceil(decision.reset_seconds)
+    else:
+        reset = retry_after_header(decision.retry_after_seconds)
+    return {
+        "RateLimit-Policy": f"{name};q={decision.limit};w={window};synchub-burst={decision.burst}",
+        "RateLimit": f"{name};r={decision.remaining};t={reset}",
+    }
+
+
+def month_period(now_utc: datetime, timezone: str) -> tuple[str, datetime]:
+    """The month of `now_utc` in `timezone` ("2026-12") and when the next starts (aware UTC)."""
+    if now_utc.tzinfo is None:
+        raise ValueError("naive datetime: month_period needs an aware instant")
+    zone = ZoneInfo(timezone)
+    local = now_utc.astimezone(zone)
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    # fold=0 picks the earlier reading of an ambiguous midnight and the transition instant for
+    # a skipped one: both are the first instant of the new month.
+    next_starts_at = datetime(year, month, 1, tzinfo=zone).astimezone(UTC)
+    return f"{local.year:04d}-{local.month:02d}", next_starts_at
