@@ -26,3 +26,4 @@ test: lint
 
 bench: install
 	$(UV) run --frozen python bench/ingest.py
+	$(UV) run --frozen python bench/ratelimit.py
