@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,10 @@ def run_demo(settings: Settings) -> dict[str, Any]:
     clock = SystemClock()
     boxes = new_sandboxes(stripe_start=clock.now() - timedelta(days=1))
     hub = build_hub(settings, clock=clock, sandboxes=boxes)
+    # A business day in seconds: the same policies, with backoffs a thousand times shorter.
+    hub.policies = {name: replace(p, base_seconds=p.base_seconds / 1000,
+                                  cap_seconds=max(1.0, p.cap_seconds / 1000))
+                    for name, p in hub.policies.items()}  # fmt: skip
     upgrade(hub.db)
     worker = Worker(hub)
     server = BackgroundServer(create_app(hub, on_event_received=worker.wake))
