@@ -40,6 +40,7 @@ from synchub.idempotency.service import InFlight
 from synchub.ingest.service import SourceReader
 from synchub.mapping.catalogue import load_mappings
 from synchub.mapping.model import MappingVersion
+from synchub.ratelimit.store import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from synchub.register.loader import load_register
 from synchub.register.model import Connection, Mode, Register, RetryPolicy
 
@@ -84,6 +85,7 @@ class Hub:
     version: str
     http_clients: list[httpx.Client] = field(default_factory=list)
     auth: AuthorizationServer | None = None
+    ratelimiter: RateLimiter | None = None
     audit_key: bytes = b""
     idempotency: InFlight = field(default_factory=InFlight)
     workspace_sandboxes: dict[str, tuple[Sandboxes, dict[str, Destination]]] = field(
@@ -159,7 +161,17 @@ def build_hub(
         _wire(hub, connection)
     hub.auth = build_authorization_server(settings, hub.db, clock)
     hub.audit_key = chain_key(key_encryption_key(settings))
+    hub.ratelimiter = build_ratelimiter(settings, clock)
     return hub
+
+
+def build_ratelimiter(settings: Settings, clock: Clock) -> RateLimiter:
+    """Redis when configured (shared by every process), else this process's memory."""
+    if settings.redis_url:
+        import redis
+
+        return RedisRateLimiter(redis.Redis.from_url(settings.redis_url))
+    return MemoryRateLimiter(clock)
 
 
 def key_encryption_key(settings: Settings) -> bytes:

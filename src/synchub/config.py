@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         description="base64 of 32 bytes that encrypt signing keys at rest; "
         "default: a key file created in data_dir",
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="rate limits shared by every "
+        "process through Redis; default: in this process's memory",
+    )
     worker_threads: int = Field(default=4, ge=1, le=64)
     log_level: str = "INFO"
     log_json: bool = True

@@ -112,8 +112,12 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                extra = [(b"x-request-id", rid.encode())]
+                extra += [
+                    (k.lower().encode(), v.encode())
+                    for k, v in state.get("ratelimit_headers", {}).items()
+                ]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -170,6 +174,7 @@ PROBLEMS = {
     "409": "The same Idempotency-Key is still being processed",
     "413": "Body too large",
     "422": "Invalid input; `errors` points at the fields",
+    "429": "Over the client's rate or monthly quota; see Retry-After",
     "500": "Something went wrong on our side",
 }
 WRITE_ONLY_PROBLEMS = frozenset({"409", "413"})

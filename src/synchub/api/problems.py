@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -54,6 +55,11 @@ def _headers_for(error: HubError) -> dict[str, str] | None:
         }
     if isinstance(error, ConflictError) and error.retry_after is not None:
         return {"Retry-After": str(error.retry_after)}
+    if isinstance(error, RateLimitedError) and error.retry_after is not None:
+        return {
+            "Retry-After": str(max(1, math.ceil(error.retry_after))),
+            "Cache-Control": "no-store",
+        }
     return None
 
 

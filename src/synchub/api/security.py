@@ -12,6 +12,7 @@ from fastapi import Depends, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
 
+from synchub.api.fair_use import enforce
 from synchub.auth.model import SCOPES, Principal
 from synchub.core.errors import AuthenticationError, InsufficientScopeError
 
@@ -45,6 +46,7 @@ def _principal(
         if not principal.has_scope(scope):
             raise InsufficientScopeError(f"this needs the {scope} scope", scope=scope)
     request.state.principal = principal
+    enforce(request, principal)
     return principal
 
 

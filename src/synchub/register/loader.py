@@ -14,7 +14,15 @@ from pydantic import ValidationError as PydanticValidationError
 
 from synchub.core.entities import ENTITIES
 from synchub.core.errors import ConfigError
-from synchub.register.model import Connection, FieldOwner, Flow, Mode, Register, RetryPolicy
+from synchub.register.model import (
+    Connection,
+    FieldOwner,
+    Flow,
+    Mode,
+    PlanTier,
+    Register,
+    RetryPolicy,
+)
 
 SYSTEMS = ("stripe", "xero", "hubspot", "product")
 
@@ -77,12 +85,21 @@ class _Owner(_Strict):
     fallback: Literal["most_recent"] = "most_recent"
 
 
+class _Plan(_Strict):
+    rate: int = Field(default=600, ge=1)
+    period_seconds: float = Field(default=60.0, gt=0)
+    burst: int = Field(default=60, ge=1)
+    monthly_quota: int = Field(default=1_000_000, ge=1)
+
+
 class _Document(_Strict):
     workspace: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,40}$")
     timezone: str | None = None
     connections: dict[str, _Connection] = Field(default_factory=dict)
     flows: dict[str, _Flow] = Field(default_factory=dict)
     ownership: dict[str, dict[str, _Owner]] = Field(default_factory=dict)
+    plans: dict[str, _Plan] = Field(default_factory=dict)
+    client_plans: dict[str, str] = Field(default_factory=dict)
 
 
 # -- YAML with line numbers ----------------------------------------------------------------
@@ -183,6 +200,13 @@ def _check_references(
     problems: list[RegisterProblem],
 ) -> None:
     connections = {n: (p, c) for p in parsed for n, c in p.document.connections.items()}
+    plans = {"default", *(n for p in parsed for n in p.document.plans)}
+    for p in parsed:
+        for client_id, plan in p.document.client_plans.items():
+            if plan not in plans:
+                problems.append(RegisterProblem(
+                    p.file, _line_of(p.lines, ("client_plans", client_id)),
+                    f"client {client_id!r}: unknown plan {plan!r}"))  # fmt: skip
     for p in parsed:
         if p.document.timezone is not None and not _is_timezone(p.document.timezone):
             problems.append(
@@ -310,6 +334,12 @@ def _build(parsed: list[_Parsed]) -> Register:
         connections=connections,
         flows=flows,
         ownership=ownership,
+        plans={
+            n: PlanTier(name=n, **pl.model_dump())
+            for p in parsed
+            for n, pl in p.document.plans.items()
+        },
+        client_plans={c: n for p in parsed for c, n in p.document.client_plans.items()},
     )
 
 

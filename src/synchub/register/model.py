@@ -61,6 +61,20 @@ class FieldOwner:
 
 
 @dataclass(frozen=True)
+class PlanTier:
+    """Fair-use limits for API clients on one plan: a throttle and a monthly quota."""
+
+    name: str
+    rate: int = 600  # requests per period
+    period_seconds: float = 60.0
+    burst: int = 60
+    monthly_quota: int = 1_000_000
+
+
+DEFAULT_PLAN = PlanTier(name="default")
+
+
+@dataclass(frozen=True)
 class Register:
     """The whole validated register."""
 
@@ -69,6 +83,13 @@ class Register:
     connections: dict[str, Connection]
     flows: tuple[Flow, ...]
     ownership: tuple[FieldOwner, ...]
+    plans: dict[str, PlanTier] = field(default_factory=dict)
+    client_plans: dict[str, str] = field(default_factory=dict)  # client id -> plan name
+
+    def plan_for(self, client_id: str) -> PlanTier:
+        """The plan that limits a client: its own if the register names one, else default."""
+        name = self.client_plans.get(client_id, "default")
+        return self.plans.get(name) or self.plans.get("default") or DEFAULT_PLAN
 
     def destinations_for(self, event_type: str) -> list[str]:
         """Connection names subscribed to an event type, in register order, without repeats."""
