@@ -90,3 +90,12 @@ def test_the_monthly_quota_resets_at_the_month_boundary_in_auckland(
     )
     harness.clock.advance(month_ends - harness.clock.now())
     assert harness.http.get("/v1/customers", headers=auth).status_code == 200
+
+
+def test_token_requests_are_limited_per_client_id(harness: Harness) -> None:
+    basic = base64.b64encode(b"cli_unknown:guess").decode()
+    statuses = [harness.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                  headers={"Authorization": f"Basic {basic}"}).status_code
+                for _ in range(21)]  # fmt: skip
+    assert statuses[:20] == [401] * 20
+    assert statuses[20] == 429

@@ -240,7 +240,15 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
 
     @app.exception_handler(HubError)
     async def hub_error(request: Request, exc: HubError) -> JSONResponse:
-        log.info("api.rejected", path=request.url.path, code=exc.code)
+        principal = getattr(request.state, "principal", None)
+        log.info(
+            "api.rejected",
+            path=request.url.path,
+            method=request.method,
+            code=exc.code,
+            request_id=getattr(request.state, "request_id", None),
+            client_id=getattr(principal, "client_id", None),
+        )
         return problem_for(exc, trace_id=_trace_id(request))
 
     @app.exception_handler(RequestValidationError)

@@ -20,10 +20,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Connection
 
+from synchub.api.problems import problem
 from synchub.auth.model import SCOPES, RevocationOutcome, TokenGrant
 from synchub.auth.service import AuthorizationServer
 from synchub.core.errors import AuthenticationError, ValidationError
 from synchub.db import Database
+from synchub.ratelimit.model import Limit, ratelimit_headers, retry_after_header
 
 router = APIRouter(include_in_schema=False)
 
@@ -219,6 +221,30 @@ def introspect_token(hub: OAuthHub, credentials: tuple[str, str], token: str) ->
     return outcome
 
 
+# Token requests per client id being authenticated (the only trustworthy key before the
+# secret is checked): bounds guessing, and the scrypt work each wrong guess costs us.
+TOKEN_ATTEMPTS = Limit(policy="token", rate=60, period_seconds=60, burst=20)
+
+
+def token_attempts_refused(request: Request, client_id: str) -> Response | None:
+    """429 (problem+json, Retry-After) when a client id asks for tokens too often."""
+    limiter = getattr(request.app.state.hub, "ratelimiter", None)
+    if limiter is None:
+        return None
+    decision = limiter.check(f"oauth/{client_id.replace('{', '').replace('}', '')}", TOKEN_ATTEMPTS)
+    if decision.allowed:
+        return None
+    wait = retry_after_header(decision.retry_after_seconds)
+    return problem(
+        429,
+        "rate-limited",
+        "Too many requests",
+        code="rate_limited",
+        detail=f"too many token requests for this client id; retry in {wait} s (layer: token)",
+        headers={"Retry-After": str(wait), **NO_STORE, **ratelimit_headers(decision)},
+    )
+
+
 @router.post("/oauth/token")
 async def token_endpoint(request: Request) -> Response:
     """The client credentials grant (RFC 6749 §4.4)."""
@@ -226,6 +252,9 @@ async def token_endpoint(request: Request) -> Response:
     try:
         form = await read_form(request)
         credentials = client_credentials(request, form)
+        refused = token_attempts_refused(request, credentials[0])
+        if refused is not None:
+            return refused
         grant_type = required(form, "grant_type")
         if grant_type != "client_credentials":
             raise OAuthError(400, "unsupported_grant_type", "only client_credentials is supported")
