@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from synchub.api import schemas
 from synchub.api.records import After, Limit
 from synchub.api.security import require
-from synchub.api.writes import request_id
+from synchub.api.writes import list_body
 from synchub.audit.service import entries
 from synchub.auth.model import Principal
 
@@ -24,9 +24,7 @@ def _list(
         rows, more = entries(
             conn, workspace=principal.workspace, limit=limit, starting_after=after, action=action
         )
-    return {"object": "list", "data": rows, "has_more": more,
-            "next_starting_after": rows[-1]["id"] if more else None,
-            "request_id": request_id(request)}  # fmt: skip
+    return list_body(request, rows, more)
 
 
 @router.get(

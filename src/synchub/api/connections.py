@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from synchub.api import schemas
 from synchub.api.security import require
-from synchub.api.writes import request_id
+from synchub.api.writes import list_body
 from synchub.auth.model import Principal
 from synchub.core.errors import NotFoundError
 from synchub.events.service import destination_stats
@@ -44,13 +44,7 @@ async def list_all(
 ) -> dict[str, Any]:
     """Every connection in the register with its delivery status."""
     items = await run_in_threadpool(_all, request, principal)
-    return {
-        "object": "list",
-        "data": items,
-        "has_more": False,
-        "next_starting_after": None,
-        "request_id": request_id(request),
-    }
+    return list_body(request, items, has_more=False)
 
 
 @router.get(

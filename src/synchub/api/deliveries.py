@@ -14,7 +14,7 @@ from synchub.api import schemas
 from synchub.api.product_writes import WRITE_RESPONSES
 from synchub.api.records import After, Limit
 from synchub.api.security import require
-from synchub.api.writes import request_id, run_write
+from synchub.api.writes import list_body, run_write
 from synchub.auth.model import Principal
 from synchub.core.errors import FieldProblem, ValidationError
 from synchub.events.outbox import EventContext
@@ -33,9 +33,7 @@ def _list(
         page = list_deliveries(
             conn, workspace=principal.workspace, limit=limit, starting_after=after, where=where
         )
-    return {"object": "list", "data": page.items, "has_more": page.has_more,
-            "next_starting_after": page.items[-1]["id"] if page.has_more else None,
-            "request_id": request_id(request)}  # fmt: skip
+    return list_body(request, page.items, page.has_more)
 
 
 def _get(request: Request, principal: Principal, delivery_id: str, dead: bool) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime
 from synchub.api import schemas
 from synchub.api.records import After, Limit
 from synchub.api.security import require
-from synchub.api.writes import request_id
+from synchub.api.writes import list_body
 from synchub.auth.model import Principal
 from synchub.events.service import get_event, list_events
 
@@ -36,9 +36,7 @@ def _list(
             event_type=event_type,
             since=since,
         )
-    return {"object": "list", "data": page.items, "has_more": page.has_more,
-            "next_starting_after": page.items[-1]["id"] if page.has_more else None,
-            "request_id": request_id(request)}  # fmt: skip
+    return list_body(request, page.items, page.has_more)
 
 
 @router.get(

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime
 
 from synchub.api import schemas
 from synchub.api.security import require
-from synchub.api.writes import request_id
+from synchub.api.writes import list_body
 from synchub.auth.model import Principal
 from synchub.mdm.service import get_record, list_records
 
@@ -43,9 +43,7 @@ def _list(
     with request.app.state.hub.db.read() as conn:
         page = list_records(conn, entity, workspace=principal.workspace, limit=limit,
                             starting_after=after, updated_since=since)  # fmt: skip
-    return {"object": "list", "data": page.items, "has_more": page.has_more,
-            "next_starting_after": page.items[-1]["id"] if page.has_more else None,
-            "request_id": request_id(request)}  # fmt: skip
+    return list_body(request, page.items, page.has_more)
 
 
 def _get(request: Request, principal: Principal, entity: str, record_id: str) -> dict[str, Any]:

@@ -28,6 +28,13 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
+def list_body(request: Request, items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """A page of a /v1 list, with the cursor for the next page and the request id."""
+    return {"object": "list", "data": items, "has_more": has_more,
+            "next_starting_after": items[-1]["id"] if has_more and items else None,
+            "request_id": request_id(request)}  # fmt: skip
+
+
 def run_write(
     request: Request,
     principal: Principal,

@@ -148,7 +148,27 @@ def _write_outcome(
     False (and nothing written) when this worker no longer holds the delivery's lease.
     """
     try:
-        _write_outcome_or_raise(ctx, delivery, started, now, outcome, values, result, error)
+        with ctx.db.write() as conn:
+            for link in result.links if result else []:
+                record_link(
+                    conn,
+                    workspace=delivery.workspace,
+                    entity=link.entity,
+                    canonical_id=link.canonical_id,
+                    system=delivery.destination,
+                    external_id=link.external_id,
+                    reason="delivered",
+                    at=now,
+                )
+            if not store.finish(conn, delivery.id, owner=ctx.worker_id, **values):
+                raise _LeaseLostError  # rolls back the links written above
+            store.record_attempt(conn, {
+                "delivery_id": delivery.id, "attempt": delivery.attempts, "started_at": started,
+                "finished_at": now, "outcome": outcome,
+                "status_code": values.get("last_status_code"),
+                "error": values.get("last_error"),
+                "retry_after_seconds": getattr(error, "retry_after", None),
+            })  # fmt: skip
     except _LeaseLostError:
         return False
     return True
@@ -156,45 +176,6 @@ def _write_outcome(
 
 class _LeaseLostError(Exception):
     """Raised inside the transaction to roll it back when the lease has passed to another."""
-
-
-def _write_outcome_or_raise(
-    ctx: DeliveryContext,
-    delivery: store.Delivery,
-    started: Any,
-    now: Any,
-    outcome: str,
-    values: dict[str, Any],
-    result: Delivered | None,
-    error: HubError | None,
-) -> None:
-    with ctx.db.write() as conn:
-        for link in result.links if result else []:
-            record_link(
-                conn,
-                workspace=delivery.workspace,
-                entity=link.entity,
-                canonical_id=link.canonical_id,
-                system=delivery.destination,
-                external_id=link.external_id,
-                reason="delivered",
-                at=now,
-            )
-        if not store.finish(conn, delivery.id, owner=ctx.worker_id, **values):
-            raise _LeaseLostError
-        store.record_attempt(
-            conn,
-            {
-                "delivery_id": delivery.id,
-                "attempt": delivery.attempts,
-                "started_at": started,
-                "finished_at": now,
-                "outcome": outcome,
-                "status_code": values.get("last_status_code"),
-                "error": values.get("last_error"),
-                "retry_after_seconds": getattr(error, "retry_after", None),
-            },
-        )
 
 
 def _record(
