@@ -104,6 +104,10 @@ class Hub:
                 self.workspace_sandboxes[workspace] = (boxes, _destinations_over(self, boxes))
             return self.workspace_sandboxes[workspace][1]
 
+    def policy_for(self, destination: str) -> RetryPolicy:
+        """The retry policy of a destination (its connection's, else the default)."""
+        return self.policies.get(destination) or RetryPolicy()
+
     def close(self) -> None:
         """Close HTTP clients and database connections."""
         for client in self.http_clients:

@@ -62,7 +62,7 @@ class Worker:
         self.delivery = DeliveryContext(
             db=hub.db,
             destinations=hub.destinations_for,
-            policies=hub.policies,
+            policy_for=hub.policy_for,
             clock=hub.clock,
             worker_id=self.worker_id,
             concurrency=hub.settings.worker_threads,

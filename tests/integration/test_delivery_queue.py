@@ -80,7 +80,7 @@ def _context(db: Database, clock: FixedClock, dest: Any, worker: str = "w1") -> 
     return DeliveryContext(
         db=db,
         destinations=lambda _workspace: {"dest": dest},
-        policies={"dest": POLICY},
+        policy_for=lambda _name: POLICY,
         clock=clock,
         worker_id=worker,
         uniform=lambda lo, hi: hi,

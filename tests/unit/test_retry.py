@@ -38,3 +38,12 @@ def test_exhaustion_by_attempts_or_age() -> None:
     assert is_exhausted(8, timedelta(0), POLICY)
     assert is_exhausted(1, timedelta(hours=2), POLICY)
     assert not is_exhausted(7, timedelta(minutes=59), POLICY)
+
+
+def test_a_fixed_schedule_waits_its_step_within_the_jitter() -> None:
+    policy = RetryPolicy(schedule=(0.0, 5.0, 300.0), jitter_ratio=0.1, max_attempts=4)
+    low = full_jitter_delay(2, policy, uniform=lambda a, b: a).total_seconds()
+    high = full_jitter_delay(2, policy, uniform=lambda a, b: b).total_seconds()
+    assert (low, high) == (4.5, 5.5)
+    assert full_jitter_delay(1, policy, uniform=lambda a, b: b).total_seconds() == 0.0
+    assert full_jitter_delay(9, policy, uniform=lambda a, b: a).total_seconds() == 270.0

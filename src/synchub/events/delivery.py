@@ -33,7 +33,7 @@ class DeliveryContext:
 
     db: Database
     destinations: Callable[[str], dict[str, Destination]]  # by workspace
-    policies: dict[str, RetryPolicy]
+    policy_for: Callable[[str], RetryPolicy]  # by destination name
     clock: Clock
     worker_id: str
     uniform: Uniform = random.uniform
@@ -111,7 +111,7 @@ def _outbound(conn: Any, delivery: store.Delivery, destination: str) -> Outbound
 def _deliver_one(ctx: DeliveryContext, delivery: store.Delivery) -> str:
     started = ctx.clock.now()
     destination = ctx.destinations(delivery.workspace).get(delivery.destination)
-    policy = ctx.policies.get(delivery.destination, RetryPolicy())
+    policy = ctx.policy_for(delivery.destination)
     result: Delivered | None = None
     error: HubError | None = None
     try:

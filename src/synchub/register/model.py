@@ -22,6 +22,10 @@ class RetryPolicy:
     max_attempts: int = 8
     max_age_seconds: float = 24 * 3600.0
     timeout_seconds: float = 15.0
+    # A fixed schedule instead of exponential backoff: the delay before attempt n+1 is
+    # schedule[n-1] seconds, ±jitter_ratio (partner webhooks, STANDARDS.md §4).
+    schedule: tuple[float, ...] = ()
+    jitter_ratio: float = 0.1
 
 
 @dataclass(frozen=True)
