@@ -1,7 +1,9 @@
-"""GET /v1/connections: what is connected, who owns it, and how its deliveries are doing."""
+"""GET /v1/connections: what is connected, who owns it, and how its deliveries are doing
+(counts by status, the circuit breaker, the next attempt and the oldest waiting delivery)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -12,25 +14,34 @@ from synchub.api.security import require
 from synchub.api.writes import list_body
 from synchub.auth.model import Principal
 from synchub.core.errors import NotFoundError
-from synchub.events.service import destination_stats
+from synchub.events.breaker import Health
+from synchub.events.service import breaker_policies, destination_status, present_breaker
 from synchub.register.model import Connection
 
 router = APIRouter(prefix="/v1/connections", tags=["connections"])
 
 
-def _present(connection: Connection, stats: dict[str, Any]) -> dict[str, Any]:
+def _present(connection: Connection, stats: dict[str, Any], now: datetime) -> dict[str, Any]:
     own = stats.get(connection.name, {})
+    breaker = own.get("breaker") or present_breaker(
+        Health.fresh(connection.breaker), connection.breaker, now
+    )
     return {"name": connection.name, "system": connection.system, "mode": str(connection.mode),
             "owner": connection.owner, "criticality": connection.criticality,
             "runbook": connection.runbook, "deliveries": own.get("deliveries", {}),
-            "last_success_at": own.get("last_success_at")}  # fmt: skip
+            "last_success_at": own.get("last_success_at"), "breaker": breaker,
+            "next_attempt_at": own.get("next_attempt_at"),
+            "oldest_pending_at": own.get("oldest_pending_at"),
+            "oldest_pending_age_seconds": own.get("oldest_pending_age_seconds")}  # fmt: skip
 
 
 def _all(request: Request, principal: Principal) -> list[dict[str, Any]]:
     hub = request.app.state.hub
+    now = hub.clock.now()
     with hub.db.read() as conn:
-        stats = destination_stats(conn, workspace=principal.workspace)
-    return [_present(c, stats) for c in hub.register.connections.values()]
+        stats = destination_status(conn, workspace=principal.workspace, now=now,
+                                   breaker_for=breaker_policies(hub.register))  # fmt: skip
+    return [_present(c, stats, now) for c in hub.register.connections.values()]
 
 
 @router.get(
@@ -56,7 +67,7 @@ async def list_all(
 async def get_one(
     request: Request, name: str, principal: Annotated[Principal, require("read:connections")]
 ) -> dict[str, Any]:
-    """One connection."""
+    """One connection with its delivery status and circuit breaker."""
     for item in await run_in_threadpool(_all, request, principal):
         if item["name"] == name:
             return item

@@ -1,26 +1,38 @@
 """The delivery loop: lease due deliveries, call the destination outside any transaction,
 record the outcome. Retries use full jitter and honour Retry-After; exhausted or permanent
-failures become dead letters with the reason."""
+failures become dead letters with the reason and the vendor's last (redacted) answer.
+
+Each outcome also feeds the destination's circuit breaker and retry throttle, in the same
+transaction (events/breaker.py); while an attempt runs, its lease is renewed (ADR 0008)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from synchub.connectors.base import Attempt, Delivered, Destination, OutboundEvent
+from synchub.connectors.http import ResponseSummary, redact_text, response_of
 from synchub.core.clock import Clock
-from synchub.core.errors import HubError, LinkConflictError, PermanentError, TransientError
+from synchub.core.errors import (
+    DependencyPendingError,
+    HubError,
+    LinkConflictError,
+    PermanentError,
+    RateLimitedError,
+    TransientError,
+)
 from synchub.db import Database
 from synchub.events import store
+from synchub.events.breaker import Health, Signal
 from synchub.events.retry import Uniform, full_jitter_delay, is_exhausted, outlives_budget
 from synchub.mdm.service import links_at, record_link
-from synchub.register.model import RetryPolicy
+from synchub.register.model import BreakerPolicy, RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -38,9 +50,12 @@ class DeliveryContext:
     worker_id: str
     uniform: Uniform = random.uniform
     # Far longer than one attempt (each HTTP call times out after the destination's
-    # timeout_seconds), so a lease expires only when its worker has died.
+    # timeout_seconds), and renewed every `heartbeat` while the attempt runs, so a lease
+    # expires only when its worker has died.
     lease: timedelta = timedelta(minutes=5)
     concurrency: int = 4
+    breaker_for: Callable[[str], BreakerPolicy] = store.default_breaker  # by destination name
+    heartbeat: timedelta | None = None  # real time between lease renewals; None: lease / 3
 
 
 @dataclass
@@ -67,16 +82,10 @@ def deliver_due(
     """Lease due deliveries and attempt each once; return what happened."""
     now = ctx.clock.now()
     with ctx.db.write() as conn:
-        claimed = store.claim_due(
-            conn, now=now, owner=ctx.worker_id, lease_until=now + ctx.lease, limit=limit
-        )
+        claimed = store.claim_due(conn, now=now, owner=ctx.worker_id, lease_until=now + ctx.lease,
+                                  limit=limit, breaker_for=ctx.breaker_for)  # fmt: skip
     stats = DeliveryStats()
-    results = (
-        pool.map(lambda d: _deliver_one(ctx, d), claimed)
-        if pool
-        else map(lambda d: _deliver_one(ctx, d), claimed)
-    )
-    for outcome in results:
+    for outcome in _attempt_all(ctx, claimed, pool):
         stats.outcomes.append(outcome)
         if outcome == "succeeded":
             stats.succeeded += 1
@@ -85,6 +94,41 @@ def deliver_due(
         else:
             stats.retried += 1
     return stats
+
+
+def _attempt_all(
+    ctx: DeliveryContext, claimed: list[store.Delivery], pool: ThreadPoolExecutor | None
+) -> list[str]:
+    """Attempt each claimed delivery, renewing the leases of those still running meanwhile."""
+    if not claimed:
+        return []
+    executor = pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="synchub-deliver")
+    try:
+        futures = [executor.submit(_deliver_one, ctx, d) for d in claimed]
+        running: set[Future[str]] = set(futures)
+        every = (ctx.heartbeat or ctx.lease / 3).total_seconds()
+        while running:
+            _, running = wait(running, timeout=every)
+            if running:
+                _renew(ctx, [d.id for d, f in zip(claimed, futures, strict=True) if f in running])
+        return [f.result() for f in futures]
+    finally:
+        if pool is None:
+            executor.shutdown(wait=True)
+
+
+def _renew(ctx: DeliveryContext, delivery_ids: list[str]) -> None:
+    """A heartbeat: push the leases of attempts still running further out."""
+    try:
+        with ctx.db.write() as conn:
+            held = store.renew_leases(conn, delivery_ids, owner=ctx.worker_id,
+                                      lease_until=ctx.clock.now() + ctx.lease)  # fmt: skip
+    except Exception:  # a missed heartbeat is retried at the next one; the lease is long
+        log.exception("delivery.heartbeat_failed", worker_id=ctx.worker_id)
+        return
+    if held < len(delivery_ids):
+        log.warning("delivery.lease_lost", worker_id=ctx.worker_id, running=len(delivery_ids),
+                    held=held)  # fmt: skip
 
 
 def _outbound(conn: Any, delivery: store.Delivery, destination: str) -> OutboundEvent:
@@ -130,129 +174,161 @@ def _deliver_one(ctx: DeliveryContext, delivery: store.Delivery) -> str:
     except Exception as exc:
         log.exception("delivery.crashed", delivery_id=delivery.id)
         error = TransientError(f"unexpected {type(exc).__name__} in destination")
-    return _record(ctx, delivery, policy, started, result, error)
+    return _record(ctx, delivery, policy, started, result, error, signal_of(error))
+
+
+def signal_of(error: HubError | None) -> Signal | None:
+    """What an attempt tells the breaker: None for outcomes that do not count (4xx, ours)."""
+    if error is None:
+        return Signal.SUCCESS
+    if isinstance(error, RateLimitedError):
+        return Signal.RATE_LIMITED
+    if isinstance(error, TransientError) and not isinstance(error, DependencyPendingError):
+        return Signal.FAILURE
+    return None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One attempt's result, ready to write."""
+
+    name: str  # succeeded | retry | dead
+    values: dict[str, Any]  # the delivery's new columns
+    signal: Signal | None
+    response: ResponseSummary | None
+    retry_after: float | None
 
 
 def _write_outcome(
     ctx: DeliveryContext,
     delivery: store.Delivery,
-    started: Any,
-    now: Any,
-    outcome: str,
-    values: dict[str, Any],
+    started: datetime,
+    now: datetime,
+    outcome: _Outcome,
     result: Delivered | None,
-    error: HubError | None,
 ) -> bool:
-    """Record the outcome, the attempt and any new links in one transaction.
+    """Record the outcome, the attempt, any new links and the breaker in one transaction.
 
     False (and nothing written) when this worker no longer holds the delivery's lease.
     """
     try:
         with ctx.db.write() as conn:
             for link in result.links if result else []:
-                record_link(
-                    conn,
-                    workspace=delivery.workspace,
-                    entity=link.entity,
-                    canonical_id=link.canonical_id,
-                    system=delivery.destination,
-                    external_id=link.external_id,
-                    reason="delivered",
-                    at=now,
-                )
-            if not store.finish(conn, delivery.id, owner=ctx.worker_id, **values):
+                record_link(conn, workspace=delivery.workspace, entity=link.entity,
+                            canonical_id=link.canonical_id, system=delivery.destination,
+                            external_id=link.external_id, reason="delivered", at=now)  # fmt: skip
+            if not store.finish(conn, delivery.id, owner=ctx.worker_id, **outcome.values):
                 raise _LeaseLostError  # rolls back the links written above
+            response = outcome.response.as_dict() if outcome.response else None
             store.record_attempt(conn, {
                 "delivery_id": delivery.id, "attempt": delivery.attempts, "started_at": started,
-                "finished_at": now, "outcome": outcome,
-                "status_code": values.get("last_status_code"),
-                "error": values.get("last_error"),
-                "retry_after_seconds": getattr(error, "retry_after", None),
+                "finished_at": now, "outcome": outcome.name,
+                "status_code": outcome.values.get("last_status_code"),
+                "error": outcome.values.get("last_error"),
+                "retry_after_seconds": outcome.retry_after, "response": response,
+                "workspace": delivery.workspace, "destination": delivery.destination,
+                "breaker_signal": outcome.signal.value if outcome.signal else None,
             })  # fmt: skip
+            if outcome.signal is not None:
+                _observe(ctx, conn, delivery, outcome.signal, outcome.retry_after, now)
     except _LeaseLostError:
         return False
     return True
+
+
+def _observe(
+    ctx: DeliveryContext,
+    conn: Any,
+    delivery: store.Delivery,
+    signal: Signal,
+    retry_after: float | None,
+    now: datetime,
+) -> None:
+    key = (delivery.workspace, delivery.destination)
+    before, after = store.observe_health(
+        conn, key, signal, policy=ctx.breaker_for(delivery.destination), now=now,
+        retry_after=retry_after,
+        max_pause=ctx.policy_for(delivery.destination).max_age_seconds)  # fmt: skip
+    _log_transition(delivery, before, after)
+
+
+def _log_transition(delivery: store.Delivery, before: Health, after: Health) -> None:
+    fields = {"workspace": delivery.workspace, "destination": delivery.destination}
+    if after.state == "open" and after.opened_at != before.opened_at:
+        log.warning("breaker.opened", open_until=after.open_until,
+                    consecutive_failures=after.consecutive_failures, **fields)  # fmt: skip
+    elif after.state == "closed" and before.state != "closed":
+        log.info("breaker.closed", **fields)
+    if after.paused_until != before.paused_until:
+        log.info("destination.paused", paused_until=after.paused_until, **fields)
 
 
 class _LeaseLostError(Exception):
     """Raised inside the transaction to roll it back when the lease has passed to another."""
 
 
+def _decide(
+    ctx: DeliveryContext,
+    delivery: store.Delivery,
+    policy: RetryPolicy,
+    now: datetime,
+    result: Delivered | None,
+    error: HubError | None,
+) -> tuple[str, dict[str, Any]]:
+    """succeeded, retry (with the next attempt time) or dead (with the reason)."""
+    if error is None and result is not None:
+        return "succeeded", {"status": "succeeded", "completed_at": now, "last_error": None}
+    status = getattr(error, "status", None)
+    message = redact_text(str(error))
+    age = now - delivery.created_at
+    if isinstance(error, TransientError) and not is_exhausted(delivery.attempts, age, policy):
+        delay = full_jitter_delay(
+            delivery.attempts, policy, uniform=ctx.uniform, retry_after=error.retry_after
+        )
+        if not outlives_budget(age, delay, policy):
+            return "retry", {"status": "pending", "next_attempt_at": now + delay,
+                             "last_error": message, "last_status_code": status}  # fmt: skip
+        wait_s, max_age = delay.total_seconds(), policy.max_age_seconds
+        reason = (f"{message}; the next attempt ({wait_s:.0f} s away) would be past the "
+                  f"destination's maximum age of {max_age:.0f} s")  # fmt: skip
+    elif isinstance(error, PermanentError):
+        reason = message
+    else:
+        reason = f"gave up after {delivery.attempts} attempts: {message}"
+    return "dead", {"status": "dead", "dead_reason": reason, "completed_at": now,
+                    "last_error": message, "last_status_code": status}  # fmt: skip
+
+
 def _record(
     ctx: DeliveryContext,
     delivery: store.Delivery,
     policy: RetryPolicy,
-    started: Any,
+    started: datetime,
     result: Delivered | None,
     error: HubError | None,
+    signal: Signal | None,
 ) -> str:
     now = ctx.clock.now()
-    values: dict[str, Any]
-    if error is None and result is not None:
-        outcome, values = (
-            "succeeded",
-            {"status": "succeeded", "completed_at": now, "last_error": None},
-        )
-    elif isinstance(error, TransientError) and not is_exhausted(
-        delivery.attempts, now - delivery.created_at, policy
-    ):
-        delay = full_jitter_delay(
-            delivery.attempts, policy, uniform=ctx.uniform, retry_after=error.retry_after
-        )
-        if outlives_budget(now - delivery.created_at, delay, policy):
-            error = PermanentError(
-                f"{error}; the next attempt ({delay.total_seconds():.0f} s away) would be past "
-                f"the destination's maximum age of {policy.max_age_seconds:.0f} s"
-            )
-            return _record(ctx, delivery, policy, started, None, error)
-        outcome, values = (
-            "retry",
-            {
-                "status": "pending",
-                "next_attempt_at": now + delay,
-                "last_error": str(error),
-                "last_status_code": error.status,
-            },
-        )
-    else:
-        reason = (
-            str(error)
-            if isinstance(error, PermanentError)
-            else (f"gave up after {delivery.attempts} attempts: {error}")
-        )
-        outcome, values = (
-            "dead",
-            {
-                "status": "dead",
-                "dead_reason": reason,
-                "completed_at": now,
-                "last_error": str(error),
-                "last_status_code": getattr(error, "status", None),
-            },
-        )
+    name, values = _decide(ctx, delivery, policy, now, result, error)
+    response = response_of(error) if error is not None else None
+    values["last_response"] = response.as_dict() if response else None
+    retry_after = error.retry_after if isinstance(error, TransientError) else None
+    outcome = _Outcome(name, values, signal, response, retry_after)
     try:
-        if not _write_outcome(ctx, delivery, started, now, outcome, values, result, error):
+        if not _write_outcome(ctx, delivery, started, now, outcome, result):
             log.warning("delivery.lease_lost", delivery_id=delivery.id)
             return "lease_lost"
     except LinkConflictError as exc:  # rolled back; the destination merged two of our records
-        return _record(
-            ctx,
-            delivery,
-            policy,
-            started,
-            None,
-            PermanentError(
-                f"{delivery.destination} answered with a record that "
-                f"belongs to another customer: {exc}"
-            ),
-        )
-    (log.warning if outcome == "dead" else log.info)(
+        conflict = PermanentError(f"{delivery.destination} answered with a record that "
+                                  f"belongs to another customer: {exc}")  # fmt: skip
+        return _record(ctx, delivery, policy, started, None, conflict, signal)
+    (log.warning if name == "dead" else log.info)(
         "delivery.attempted",
         delivery_id=delivery.id,
         destination=delivery.destination,
         event_type=delivery.event_type,
         attempt=delivery.attempts,
-        outcome=outcome,
+        outcome=name,
         error=values.get("last_error"),
     )
-    return outcome
+    return name

@@ -1,31 +1,154 @@
-"""Fan-out: one delivery per subscribed destination for each outbox event."""
+"""Fan-out: one delivery per subscribed destination for each outbox event, in outbox order.
+
+On PostgreSQL two things could break order per entity (ADR 0008):
+- two dispatchers at once could fan out a later event before an earlier one: one dispatcher
+  at a time holds a transaction-scoped advisory lock, the others skip the step;
+- sequence numbers are taken at INSERT, but transactions commit in another order, so seq 11
+  can be visible while seq 10 is still in flight. The dispatcher only fans out up to a
+  watermark below which every number handed out has committed or rolled back: it notes the
+  last number handed out, then takes a fresh transaction id; once every transaction older
+  than that id has ended (`pg_snapshot_xmin`), so has every transaction holding a number up
+  to the one noted, because each writer takes its transaction id before its number
+  (store.insert_event).
+SQLite has one writer at a time, so commits happen in sequence order already.
+"""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
 from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from synchub.core.clock import Clock
 from synchub.core.ids import new_id
 from synchub.db import Database
 from synchub.events import store
 from synchub.register.model import Register
+from synchub.webhooks.service import webhook_destinations
+
+MAX_CANDIDATES = 64
 
 
-def dispatch_outbox(db: Database, register: Register, clock: Clock, *, limit: int = 500) -> int:
+@dataclass
+class Watermark:
+    """A dispatcher's candidate watermarks: (last seq handed out, transaction id taken after)."""
+
+    candidates: list[tuple[int, int]] = field(default_factory=list)
+    noted: int = 0  # the highest seq ever noted
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def note(self, seq: int, xid: int) -> None:
+        """Remember a candidate; when too many wait on a long transaction, thin them out."""
+        with self.lock:
+            self.candidates.append((seq, xid))
+            self.noted = max(self.noted, seq)
+            if len(self.candidates) > MAX_CANDIDATES:  # fewer candidates only wait longer
+                self.candidates = [*self.candidates[:-1:2], self.candidates[-1]]
+
+    def settle(self, oldest_running: int) -> int | None:
+        """The highest seq whose transactions have all ended; forget those candidates."""
+        with self.lock:
+            done = [seq for seq, xid in self.candidates if xid < oldest_running]
+            self.candidates = [(s, x) for s, x in self.candidates if x >= oldest_running]
+            return max(done) if done else None
+
+
+@dataclass
+class Dispatcher:
+    """Dispatch state kept between passes (the watermark candidates, the safe seq so far)."""
+
+    watermark: Watermark = field(default_factory=Watermark)
+    safe_seq: int = 0
+
+
+def dispatch_outbox(
+    db: Database,
+    register: Register,
+    clock: Clock,
+    *,
+    limit: int = 500,
+    state: Dispatcher | None = None,
+) -> int:
     """Create the deliveries for undispatched outbox events; return how many events moved."""
+    state = state or Dispatcher()
+    up_to: int | None = None
+    if not db.is_sqlite:
+        _note_candidate(db, state.watermark)
     with db.write() as conn:
-        events = store.undispatched(conn, limit=limit)
+        if not db.is_sqlite:
+            if not try_lock_dispatch(conn):
+                return 0  # another dispatcher is at work; it keeps the order
+            settled = state.watermark.settle(oldest_running_transaction(conn))
+            state.safe_seq = max(state.safe_seq, settled or 0)
+            up_to = state.safe_seq
+        events = store.undispatched(conn, limit=limit, up_to=up_to)
         if not events:
             return 0
         now = clock.now()
+        hooks = webhook_destinations(conn, events)  # partner endpoints whose filter matches
         rows = [
             _delivery(event, destination, now)
             for event in events
-            for destination in register.destinations_for(event["type"])
+            for destination in [*register.destinations_for(event["type"]), *hooks[event["id"]]]
         ]
         store.insert_deliveries(conn, rows)
         store.mark_dispatched(conn, [e["seq"] for e in events], at=now)
     return len(events)
+
+
+def _note_candidate(db: Database, watermark: Watermark) -> None:
+    """Note the last seq handed out, then take a transaction id (in that order)."""
+    with db.write() as conn:
+        last = last_outbox_seq(conn)
+        if last is None or last <= watermark.noted:
+            return  # nothing handed out since the last candidate: no id to spend
+        watermark.note(last, new_transaction_id(conn))
+
+
+# -- PostgreSQL: the dispatcher's lock and the outbox watermark -----------------------------
+
+DISPATCH_LOCK = 0x73796E6368756201
+
+
+def try_lock_dispatch(conn: Connection) -> bool:
+    """Take the dispatcher's lock until this transaction ends; False if another holds it."""
+    query = sa.text("SELECT pg_try_advisory_xact_lock(:key)")
+    return bool(conn.execute(query, {"key": DISPATCH_LOCK}).scalar_one())
+
+
+def last_outbox_seq(conn: Connection) -> int | None:
+    """The last sequence number handed out to any transaction, committed or not."""
+    query = sa.text(
+        "SELECT pg_sequence_last_value(pg_get_serial_sequence('outbox_events', 'seq')::regclass)"
+    )
+    value = conn.execute(query).scalar_one()
+    return None if value is None else int(value)
+
+
+def new_transaction_id(conn: Connection) -> int:
+    """This transaction's id, taken now (later than any taken before this call)."""
+    return int(conn.execute(sa.text("SELECT pg_current_xact_id()::text::bigint")).scalar_one())
+
+
+# The oldest transaction still running in this database (other databases on the server never
+# write our outbox, so their long transactions must not hold dispatch back); with none, the
+# snapshot's xmax, below which every transaction has ended.
+_OLDEST_RUNNING = sa.text("""
+WITH snap AS (SELECT pg_current_snapshot() AS s)
+SELECT COALESCE(
+  (SELECT min(x::text::bigint) FROM snap, pg_snapshot_xip(snap.s) AS x
+   WHERE xid(x) IN (SELECT backend_xid FROM pg_stat_activity
+                    WHERE datname = current_database() AND backend_xid IS NOT NULL)),
+  (SELECT pg_snapshot_xmax(s)::text::bigint FROM snap))
+""")
+
+
+def oldest_running_transaction(conn: Connection) -> int:
+    """Every transaction of this database with a smaller id has committed or rolled back."""
+    return int(conn.execute(_OLDEST_RUNNING).scalar_one())
 
 
 def _delivery(event: dict[str, object], destination: str, now: datetime) -> dict[str, object]:

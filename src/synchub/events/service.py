@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,8 @@ from sqlalchemy.engine import Connection
 
 from synchub.core.errors import NotFoundError
 from synchub.db import keyset_page
-from synchub.events import store
+from synchub.events import breaker, breaker_store, store
+from synchub.register.model import BreakerPolicy, Register
 
 
 @dataclass(frozen=True)
@@ -61,13 +63,14 @@ def get_event(conn: Connection, *, workspace: str, event_id: str) -> dict[str, A
 def _present_delivery(conn: Connection, row: dict[str, Any], *, history: bool) -> dict[str, Any]:
     record = {k: row[k] for k in ("id", "event_id", "event_type", "destination", "status",
                                   "attempts", "next_attempt_at", "last_error",
-                                  "last_status_code", "dead_reason", "created_at",
-                                  "completed_at")}  # fmt: skip
+                                  "last_status_code", "dead_reason", "last_response",
+                                  "created_at", "completed_at")}  # fmt: skip
     record["subject"] = row.get("aggregate_id")
     if history:
+        record["idempotency_key"] = row["idempotency_key"]
         record["attempt_history"] = [
             {k: a[k] for k in ("attempt", "started_at", "finished_at", "outcome", "status_code",
-                               "error", "retry_after_seconds")}
+                               "error", "retry_after_seconds", "response")}
             for a in store.attempts_of(conn, row["id"])
         ]  # fmt: skip
     return record
@@ -160,6 +163,61 @@ def replay(
                 "outcome": "replayed", "status_code": None, "error": None,
                 "retry_after_seconds": None})  # fmt: skip
     return ids
+
+
+def breaker_policies(register: Register) -> Callable[[str], BreakerPolicy]:
+    """Breaker settings by destination: its connection's, else the defaults (partner webhooks)."""
+    policies = {name: c.breaker for name, c in register.connections.items()}
+    default = BreakerPolicy()
+    return lambda destination: policies.get(destination, default)
+
+
+def destination_status(
+    conn: Connection,
+    *,
+    workspace: str,
+    now: datetime,
+    breaker_for: Callable[[str], BreakerPolicy],
+) -> dict[str, dict[str, Any]]:
+    """Per destination: deliveries by status, the breaker, when the next attempt may run and
+    how old the oldest waiting delivery is (`synchub deliveries status`, GET /v1/connections)."""
+    stats = destination_stats(conn, workspace=workspace)
+    t = store.deliveries
+    pending_at = sa.case((t.c.status == "pending", t.c.next_attempt_at), else_=None)
+    waiting = conn.execute(
+        sa.select(t.c.destination, sa.func.min(pending_at), sa.func.min(t.c.created_at))
+        .where(t.c.workspace == workspace, t.c.status.in_(store.ACTIVE))
+        .group_by(t.c.destination)
+    ).all()
+    rows = breaker_store.health_rows(conn, workspace=workspace)
+    health = {name: h for (_, name), h in rows.items()}
+    for name in {*stats, *health}:
+        stats.setdefault(name, {"deliveries": {}, "last_success_at": None})
+    for name, entry in stats.items():
+        policy = breaker_for(name)
+        state = present_breaker(health.get(name) or breaker.Health.fresh(policy), policy, now)
+        entry.update(breaker=state, next_attempt_at=None, oldest_pending_at=None,
+                     oldest_pending_age_seconds=None)  # fmt: skip
+    for name, next_at, oldest in waiting:
+        entry, gate_until = stats[name], stats[name]["breaker"]["blocked_until"]
+        if next_at is not None:
+            entry["next_attempt_at"] = max(next_at, gate_until) if gate_until else next_at
+        entry["oldest_pending_at"] = oldest
+        entry["oldest_pending_age_seconds"] = max(0.0, (now - oldest).total_seconds())
+    return stats
+
+
+def present_breaker(health: breaker.Health, policy: BreakerPolicy, now: datetime) -> dict[str, Any]:
+    """A destination's breaker and throttle as shown to people."""
+    state = breaker.state_at(health, now)
+    paused = health.paused_until if breaker.is_paused(health, now) else None
+    open_until = health.open_until if state == "open" else None
+    blocked = max((t for t in (paused, open_until) if t is not None), default=None)
+    return {"state": state, "open_until": open_until, "paused_until": paused,
+            "blocked_until": blocked, "consecutive_failures": health.consecutive_failures,
+            "retry_tokens": round(health.tokens, 2),
+            "throttled": breaker.is_throttled(health, policy),
+            "last_failure_at": health.last_failure_at}  # fmt: skip
 
 
 def destination_stats(conn: Connection, *, workspace: str) -> dict[str, dict[str, Any]]:
