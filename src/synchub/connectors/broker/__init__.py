@@ -1,0 +1,1 @@
+"""Broker sinks: canonical events on a team's own message bus (ADR 0010)."""
