@@ -49,8 +49,12 @@ def test_every_answer_says_how_much_room_is_left(tight: tuple[Harness, dict[str,
     harness, auth = tight
     reply = harness.http.get("/v1/customers", headers=auth)
     assert reply.status_code == 200
-    assert reply.headers["RateLimit-Policy"].startswith('"default";q=2;w=60')
-    assert reply.headers["RateLimit"].startswith('"default";r=1;t=')
+    # The throttle, then the monthly quota: April 2026 in Auckland is 30 days and an hour long
+    # (DST ends on 5 April), and ends 10 minutes after the clock's 23:50 on 30 April.
+    assert reply.headers["RateLimit-Policy"] == (
+        '"default";q=2;w=60;synchub-burst=2, "default.monthly";q=5;w=2595600'
+    )
+    assert reply.headers["RateLimit"] == '"default";r=1;t=30, "default.monthly";r=4;t=600'
     assert "RateLimit-Limit" not in reply.headers  # never the legacy triple
 
 
@@ -65,9 +69,10 @@ def test_the_throttle_refuses_then_admits_after_retry_after(
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["code"] == "rate_limited"
     assert "throttle" in refused.json()["detail"]
+    assert refused.json()["layer"] == "throttle"
     wait = int(refused.headers["Retry-After"])
     assert wait >= 1
-    assert refused.headers["RateLimit"].endswith(f"t={wait}")
+    assert refused.headers["RateLimit"].startswith(f'"default";r=0;t={wait},')
     assert refused.headers["Cache-Control"] == "no-store"
     harness.clock.advance(timedelta(seconds=wait))  # a client that waits exactly Retry-After
     assert harness.http.get("/v1/customers", headers=auth).status_code == 200
@@ -84,10 +89,11 @@ def test_the_monthly_quota_resets_at_the_month_boundary_in_auckland(
     over = harness.http.get("/v1/customers", headers=auth)
     assert over.status_code == 429
     assert "quota" in over.json()["detail"]
+    assert over.json()["layer"] == "quota"
     month_ends = datetime(2026, 4, 30, 12, 0, tzinfo=UTC)  # 1 May 00:00 in Auckland (NZST)
-    assert int(over.headers["Retry-After"]) == math.ceil(
-        (month_ends - harness.clock.now()).total_seconds()
-    )
+    wait = math.ceil((month_ends - harness.clock.now()).total_seconds())
+    assert int(over.headers["Retry-After"]) == wait
+    assert over.headers["RateLimit"].endswith(f'"default.monthly";r=0;t={wait}')
     harness.clock.advance(month_ends - harness.clock.now())
     assert harness.http.get("/v1/customers", headers=auth).status_code == 200
 

@@ -1,4 +1,5 @@
-"""Four OS processes hammering one tenant in Redis never get more than the limits allow."""
+"""Four OS processes hammering one tenant in Redis never get more than the limits allow, and
+the usage counters they share add up exactly."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from multiprocessing.synchronize import Barrier
 import pytest
 import redis
 
-from synchub.ratelimit.model import Limit
+from synchub.ratelimit.model import Limit, QuotaPeriod
 from synchub.ratelimit.store import RedisRateLimiter
 
 REDIS_URL = os.environ.get("SYNCHUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -21,6 +22,8 @@ ATTEMPTS = 300
 HOURLY = Limit(policy="default", rate=40, period_seconds=3600, burst=40)
 QUOTA = 150
 SLOTS = 5
+# Throttle and quota admitted together, counted in the period's usage: 40 at once, 100 a month.
+MONTH = QuotaPeriod("2026-12", 100, 4_102_444_800 * 1_000_000)
 
 
 def server_seconds(client: redis.Redis) -> float:
@@ -29,7 +32,7 @@ def server_seconds(client: redis.Redis) -> float:
 
 
 def hammer(
-    prefix: str, barrier: Barrier, results: multiprocessing.Queue[tuple[int, int, int]]
+    prefix: str, barrier: Barrier, results: multiprocessing.Queue[tuple[int, int, int, int]]
 ) -> None:
     """One process: ATTEMPTS checks, quota uses and slot grabs, all on the real Redis clock."""
     client = redis.Redis.from_url(REDIS_URL)
@@ -41,7 +44,8 @@ def hammer(
         for _ in range(ATTEMPTS)
     )
     slots = sum(limiter.acquire("tenant-a", SLOTS, 600) is not None for _ in range(ATTEMPTS))
-    results.put((admitted, used, slots))
+    both = sum(limiter.admit("tenant-b", HOURLY, MONTH).admitted for _ in range(ATTEMPTS))
+    results.put((admitted, used, slots, both))
     client.close()
 
 
@@ -64,7 +68,7 @@ def redis_prefix() -> Iterator[str]:
 def test_four_processes_together_never_exceed_the_limits(redis_prefix: str) -> None:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(PROCESSES)
-    results: multiprocessing.Queue[tuple[int, int, int]] = context.Queue()
+    results: multiprocessing.Queue[tuple[int, int, int, int]] = context.Queue()
     workers = [
         context.Process(target=hammer, args=(redis_prefix, barrier, results))
         for _ in range(PROCESSES)
@@ -78,11 +82,15 @@ def test_four_processes_together_never_exceed_the_limits(redis_prefix: str) -> N
     for worker in workers:
         worker.join(timeout=30)
     elapsed = server_seconds(client) - started
+    usage = RedisRateLimiter(client, prefix=redis_prefix).usage("tenant-b", MONTH.period)
     client.close()
 
-    admitted, used, slots = (sum(column) for column in zip(*counts, strict=True))
+    admitted, used, slots, both = (sum(column) for column in zip(*counts, strict=True))
     refill = int(HOURLY.rate * elapsed / HOURLY.period_seconds)
     assert all(worker.exitcode == 0 for worker in workers)
     assert HOURLY.burst <= admitted <= HOURLY.burst + refill
     assert used == QUOTA
     assert slots == SLOTS
+    assert HOURLY.burst <= both <= HOURLY.burst + refill
+    assert usage.admitted == usage.quota_used == both
+    assert usage.admitted + usage.rejected_throttle + usage.rejected_quota == PROCESSES * ATTEMPTS

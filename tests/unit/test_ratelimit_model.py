@@ -11,8 +11,12 @@ from hypothesis import strategies as st
 from synchub.ratelimit.model import (
     Decision,
     Limit,
+    QuotaPeriod,
+    QuotaWindow,
+    UsageCounts,
     gcra,
     month_period,
+    month_window,
     ratelimit_headers,
     retry_after_header,
     token_bucket,
@@ -122,6 +126,30 @@ def test_on_a_refusal_the_reset_points_at_the_same_moment_as_retry_after() -> No
     assert refused.reset_seconds == 11.0
 
 
+def test_with_a_quota_each_field_lists_the_throttle_then_the_monthly_quota() -> None:
+    admitted = run(PER_MINUTE, [NOW])[-1]
+    quota = QuotaWindow("default.monthly", limit=1000, used=998, window_seconds=2_592_000,
+                        reset_seconds=86_399.2)  # fmt: skip
+
+    headers = ratelimit_headers(admitted, quota=quota)
+
+    assert headers == {
+        "RateLimit-Policy": '"default";q=60;w=60;synchub-burst=5, '
+        '"default.monthly";q=1000;w=2592000',
+        "RateLimit": '"default";r=4;t=1, "default.monthly";r=2;t=86400',
+    }
+
+
+def test_an_exhausted_quota_resets_when_its_retry_after_points() -> None:
+    admitted = run(PER_MINUTE, [NOW])[-1]
+    quota = QuotaWindow("p.monthly", limit=5, used=5, window_seconds=2_592_000, reset_seconds=0.2)
+
+    field = ratelimit_headers(admitted, quota=quota)["RateLimit"]
+
+    assert field.endswith(f'"p.monthly";r=0;t={retry_after_header(0.2)}')
+    assert retry_after_header(0.2) == 1
+
+
 def test_headers_need_a_whole_second_window() -> None:
     decision, _ = gcra(None, NOW, Limit(policy="p", rate=1, period_seconds=0.5, burst=1))
     with pytest.raises(ValueError, match="whole"):
@@ -190,6 +218,38 @@ def test_a_month_starts_at_its_first_local_instant_when_midnight_moves(
 
     assert starts == next_start
     assert month_period(starts, zone)[0] != month_period(starts - timedelta(seconds=1), zone)[0]
+
+
+@pytest.mark.parametrize(
+    ("now", "period", "starts", "ends", "hours"),
+    [
+        # April: starts in NZDT, ends in NZST: 30 days and one hour.
+        (utc(2026, 4, 10), "2026-04", utc(2026, 3, 31, 11), utc(2026, 4, 30, 12), 30 * 24 + 1),
+        # September: DST starts on the 27th, the month is an hour short.
+        (utc(2026, 9, 10), "2026-09", utc(2026, 8, 31, 12), utc(2026, 9, 30, 11), 30 * 24 - 1),
+        (utc(2026, 10, 10), "2026-10", utc(2026, 9, 30, 11), utc(2026, 10, 31, 11), 31 * 24),
+    ],
+)
+def test_a_month_window_has_both_bounds_and_its_real_length(
+    now: datetime, period: str, starts: datetime, ends: datetime, hours: int
+) -> None:
+    window = month_window(now, "Pacific/Auckland")
+
+    assert (window.period, window.starts_at, window.ends_at) == (period, starts, ends)
+    assert window.length_seconds == hours * 3600
+
+
+def test_a_quota_period_needs_a_clean_name_and_at_least_one_use() -> None:
+    with pytest.raises(ValueError, match="free of"):
+        QuotaPeriod("2026-{12}", 10, 0)
+    with pytest.raises(ValueError, match="at least one"):
+        QuotaPeriod("2026-12", 0, 0)
+
+
+def test_usage_counts_list_rejections_by_layer() -> None:
+    counts = UsageCounts(admitted=5, rejected_throttle=2, rejected_concurrency=1)
+
+    assert counts.rejections() == {"throttle": 2, "quota": 0, "concurrency": 1}
 
 
 def test_month_period_refuses_naive_datetimes() -> None:

@@ -1,57 +1,226 @@
-"""Fair use on /v1: a throttle and a monthly quota per (workspace, client), from the register.
+"""Fair use on /v1 (STANDARDS §2, ADR 0007): three layers per (workspace, client), from the
+register's plan tiers and client overrides.
 
-Keyed on the authenticated client, never on an address or a header the caller can set.
-Every authenticated /v1 response carries the IETF `RateLimit-Policy` and `RateLimit` fields;
-a refusal is 429 with `Retry-After` in whole seconds, rounded up, naming the layer.
+- throttle: GCRA, `rate` per `period_seconds` with a `burst`;
+- quota: requests per calendar month in the register's time zone;
+- concurrency: expensive operations (exports, bulk replays) at once, each holding a leased
+  slot, so a crashed process frees its slots when the lease runs out.
+
+Keyed on the authenticated client, never on an address or a header the caller can set; the
+unauthenticated endpoints are keyed on what is trustworthy there: the client id being
+authenticated (token endpoint) and the vendor connection of a verified webhook. Every /v1
+answer past authentication carries `RateLimit-Policy` and `RateLimit`; a refusal is 429
+problem+json with `Retry-After` in whole seconds (at least 1) and `layer` naming the limit.
 """
 
 from __future__ import annotations
 
-import math
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
+import structlog
 from fastapi import Request
+from fastapi.responses import JSONResponse
 
+from synchub.api.problems import MEDIA_TYPE, PROBLEM_BASE
 from synchub.auth.model import Principal
+from synchub.core.clock import Clock
 from synchub.core.errors import RateLimitedError
-from synchub.ratelimit.model import Limit, month_period, ratelimit_headers, retry_after_header
+from synchub.observability.metrics import record_rate_limit
+from synchub.ratelimit.limiter import RateLimiter
+from synchub.ratelimit.model import (
+    CONCURRENCY,
+    QUOTA,
+    THROTTLE,
+    Limit,
+    QuotaPeriod,
+    QuotaWindow,
+    epoch_microseconds,
+    month_window,
+    ratelimit_headers,
+    retry_after_header,
+)
+from synchub.ratelimit.service import tenant_key
+from synchub.register.model import PlanTier, Rate, Register
+
+log = structlog.get_logger(__name__)
+
+# A slot's lease: how long a crashed process can keep one. Long work renews it as it goes.
+SLOT_LEASE_SECONDS = 60.0
+SLOT_RENEW_SECONDS = 20.0
+# A refused client may come back when the earliest lease could end, but no later than this:
+# most slots are given back long before their lease runs out.
+SLOT_RETRY_CAP_SECONDS = 5.0
 
 
 class FairUseError(RateLimitedError):
-    """A client is over its throttle or its monthly quota (429)."""
+    """A client is over one fair-use layer: throttle, quota or concurrency (429)."""
 
     def __init__(self, message: str, *, layer: str, retry_after: int) -> None:
         super().__init__(message, retry_after=retry_after, status=429)
         self.layer = layer
 
 
+def throttle_limit(policy: str, rate: Rate | PlanTier) -> Limit:
+    """The GCRA limit of a plan's throttle, or of any register rate."""
+    return Limit(policy=policy, rate=rate.rate, period_seconds=rate.period_seconds,
+                 burst=rate.burst)  # fmt: skip
+
+
+def token_limit(register: Register, client_id: str) -> Limit:
+    """Token requests allowed for a client id: its plan's token rate, else the default plan's."""
+    return throttle_limit("token", register.plan_for(client_id).token)
+
+
 def enforce(request: Request, principal: Principal) -> None:
-    """Admit this request or raise FairUseError; record the headers to send either way."""
+    """Admit this request through the throttle and the quota, or raise FairUseError.
+
+    The RateLimit fields (throttle, then monthly quota) are recorded for the answer either way.
+    """
     hub = request.app.state.hub
-    if hub.ratelimiter is None:
+    limiter: RateLimiter | None = hub.ratelimiter
+    if limiter is None:
         return
     plan = hub.register.plan_for(principal.client_id)
-    tenant = f"{principal.workspace}/{principal.client_id}"
-    limit = Limit(policy=plan.name, rate=plan.rate, period_seconds=plan.period_seconds,
-                  burst=plan.burst)  # fmt: skip
-    decision = hub.ratelimiter.check(tenant, limit)
-    request.state.ratelimit_headers = ratelimit_headers(decision)
-    if not decision.allowed:
+    now = hub.clock.now()
+    month = month_window(now, hub.register.timezone)
+    quota = QuotaPeriod(month.period, plan.monthly_quota, epoch_microseconds(month.ends_at))
+    admission = limiter.admit(tenant_key(principal.workspace, principal.client_id),
+                              throttle_limit(plan.name, plan), quota)  # fmt: skip
+    until_reset = (month.ends_at - now).total_seconds()
+    window = QuotaWindow(f"{plan.name}.monthly", plan.monthly_quota, admission.quota_used,
+                         month.length_seconds, until_reset)  # fmt: skip
+    request.state.ratelimit_headers = ratelimit_headers(admission.decision, quota=window)
+    request.state.quota_period = quota
+    record_rate_limit(plan.name, THROTTLE, admission.refused_by != THROTTLE)
+    if admission.refused_by != THROTTLE:
+        record_rate_limit(plan.name, QUOTA, admission.admitted)
+    if admission.refused_by == THROTTLE:
         raise FairUseError(
             f"over the {plan.name} plan's rate of {plan.rate} requests per "
             f"{plan.period_seconds:g} s (layer: throttle)",
-            layer="throttle",
-            retry_after=retry_after_header(decision.retry_after_seconds),
+            layer=THROTTLE,
+            retry_after=retry_after_header(admission.decision.retry_after_seconds),
         )
-    now = hub.clock.now()
-    period, ends = month_period(now, hub.register.timezone)
-    allowed, _used = hub.ratelimiter.consume_quota(
-        tenant, period, plan.monthly_quota, ends.timestamp()
-    )
-    if not allowed:
-        wait = max(1, math.ceil((ends - now).total_seconds()))
+    if admission.refused_by == QUOTA:
         raise FairUseError(
             f"the {plan.name} plan's monthly quota of {plan.monthly_quota} "
-            f"requests is used up until {ends.isoformat()} (layer: quota)",
-            layer="quota",
-            retry_after=wait,
+            f"requests is used up until {month.ends_at.isoformat()} (layer: quota)",
+            layer=QUOTA,
+            retry_after=retry_after_header(until_reset),
         )
+
+
+@dataclass
+class Slot:
+    """A held concurrency slot: renew it while working, release it when done (idempotent)."""
+
+    limiter: RateLimiter | None
+    key: str
+    token: str | None
+    clock: Clock
+    renewed_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.renewed_at = self.clock.now().timestamp()
+        self._lock = threading.Lock()
+
+    def renew_if_due(self) -> None:
+        """Extend the lease when a third of it has passed, so long work keeps its slot."""
+        now = self.clock.now().timestamp()
+        if self.limiter is None or self.token is None or now - self.renewed_at < SLOT_RENEW_SECONDS:
+            return
+        self.renewed_at = now
+        if not self.limiter.renew(self.key, self.token, SLOT_LEASE_SECONDS):
+            log.warning("ratelimit.lease_lost", key=self.key)
+
+    def release(self) -> None:
+        """Give the slot back; later calls do nothing."""
+        with self._lock:
+            token, self.token = self.token, None
+        if self.limiter is not None and token is not None:
+            self.limiter.release(self.key, token)
+
+
+def take_slot(request: Request, principal: Principal, *, work: str) -> Slot:
+    """A concurrency slot for expensive `work`, or FairUseError naming the concurrency layer.
+
+    Call after `enforce` (the route's auth dependency): a refused request then gives back the
+    quota use it was admitted with and counts as a concurrency rejection.
+    """
+    hub = request.app.state.hub
+    limiter: RateLimiter | None = hub.ratelimiter
+    key = tenant_key(principal.workspace, principal.client_id)
+    if limiter is None:
+        return Slot(None, key, None, hub.clock)
+    plan = hub.register.plan_for(principal.client_id)
+    admitted_in = getattr(request.state, "quota_period", None)
+    grant = limiter.acquire_slot(key, plan.concurrency, SLOT_LEASE_SECONDS, admitted_in=admitted_in)
+    record_rate_limit(plan.name, CONCURRENCY, grant.token is not None)
+    if grant.token is None:
+        wait = min(grant.retry_after_seconds, SLOT_RETRY_CAP_SECONDS)
+        raise FairUseError(
+            f"{grant.in_use} of the {plan.name} plan's {plan.concurrency} concurrent "
+            f"expensive operations are running; {work} must wait (layer: concurrency)",
+            layer=CONCURRENCY,
+            retry_after=retry_after_header(wait),
+        )
+    return Slot(limiter, key, grant.token, hub.clock)
+
+
+@contextmanager
+def held_slot(request: Request, principal: Principal, *, work: str) -> Iterator[Slot]:
+    """Hold a concurrency slot for the duration of a block (e.g. a bulk replay)."""
+    slot = take_slot(request, principal, work=work)
+    try:
+        yield slot
+    finally:
+        slot.release()
+
+
+def webhook_admission(request: Request, connection: str) -> Callable[[], None]:
+    """A check to run once a webhook's signature is verified: the connection's throttle.
+
+    Only verified requests count, so nobody else can spend a vendor's allowance. The check
+    runs at most once per request, however often the ingest is retried.
+    """
+    hub = request.app.state.hub
+    checked = threading.Event()
+
+    def admit() -> None:
+        limiter: RateLimiter | None = hub.ratelimiter
+        if limiter is None or checked.is_set():
+            return
+        checked.set()
+        rate = hub.register.webhook_limit_for(connection)
+        decision = limiter.check(f"webhook/{connection}", throttle_limit("webhooks", rate))
+        request.state.ratelimit_headers = ratelimit_headers(decision)
+        record_rate_limit("webhooks", THROTTLE, decision.allowed)
+        if not decision.allowed:
+            raise FairUseError(
+                f"more than {rate.rate} webhooks per {rate.period_seconds:g} s for "
+                f"{connection}; retry later (layer: throttle)",
+                layer=THROTTLE,
+                retry_after=retry_after_header(decision.retry_after_seconds),
+            )
+
+    return admit
+
+
+def refused(request: Request, exc: Exception) -> JSONResponse:
+    """The 429 problem+json for a FairUseError, with `layer` naming the limit that was hit."""
+    if not isinstance(exc, FairUseError):  # registered for FairUseError only
+        raise exc
+    principal = getattr(request.state, "principal", None)
+    log.info("api.rejected", path=request.url.path, method=request.method, code=exc.code,
+             layer=exc.layer, request_id=getattr(request.state, "request_id", None),
+             client_id=getattr(principal, "client_id", None))  # fmt: skip
+    body = {"type": PROBLEM_BASE + "rate-limited", "title": "Too many requests", "status": 429,
+            "code": exc.code, "detail": str(exc), "layer": exc.layer}  # fmt: skip
+    trace_id = getattr(request.state, "trace_id", None)
+    if trace_id:
+        body["trace_id"] = trace_id
+    headers = {"Retry-After": str(exc.retry_after), "Cache-Control": "no-store"}
+    return JSONResponse(body, status_code=429, media_type=MEDIA_TYPE, headers=headers)

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 MICROSECONDS = 1_000_000
 _POLICY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+# The three fair-use layers, in the order a request meets them.
+THROTTLE, QUOTA, CONCURRENCY = "throttle", "quota", "concurrency"
+LAYERS = (THROTTLE, QUOTA, CONCURRENCY)
 
 
 def to_microseconds(seconds: float) -> int:
@@ -164,18 +171,39 @@ def _whole_seconds(seconds: float) -> int:
     return micro // MICROSECONDS
 
 
-def ratelimit_headers(decision: Decision) -> dict[str, str]:
-    """RateLimit-Policy and RateLimit fields (draft-10); on a refusal t matches Retry-After."""
+@dataclass(frozen=True, slots=True)
+class QuotaWindow:
+    """A monthly quota as the RateLimit fields show it: `used` of `limit` in a window of
+    `window_seconds` that ends `reset_seconds` from now."""
+
+    policy: str
+    limit: int
+    used: int
+    window_seconds: int
+    reset_seconds: float
+
+
+def ratelimit_headers(decision: Decision, *, quota: QuotaWindow | None = None) -> dict[str, str]:
+    """RateLimit-Policy and RateLimit fields (draft-10); on a refusal t matches Retry-After.
+
+    With a quota, each field is a two-member list: the throttle, then the monthly quota.
+    """
     name = _sf_string(decision.policy)
     window = _whole_seconds(decision.window_seconds)
     if decision.allowed:
         reset = math.ceil(decision.reset_seconds)
     else:
         reset = retry_after_header(decision.retry_after_seconds)
-    return {
-        "RateLimit-Policy": f"{name};q={decision.limit};w={window};synchub-burst={decision.burst}",
-        "RateLimit": f"{name};r={decision.remaining};t={reset}",
-    }
+    policy = f"{name};q={decision.limit};w={window};synchub-burst={decision.burst}"
+    state = f"{name};r={decision.remaining};t={reset}"
+    if quota is not None:
+        quota_name = _sf_string(quota.policy)
+        left = max(0, quota.limit - quota.used)
+        # The month's end, rounded up: the same moment an exhausted quota's Retry-After names.
+        quota_reset = retry_after_header(quota.reset_seconds)
+        policy += f", {quota_name};q={quota.limit};w={quota.window_seconds}"
+        state += f", {quota_name};r={left};t={quota_reset}"
+    return {"RateLimit-Policy": policy, "RateLimit": state}
 
 
 def month_period(now_utc: datetime, timezone: str) -> tuple[str, datetime]:
@@ -189,3 +217,117 @@ def month_period(now_utc: datetime, timezone: str) -> tuple[str, datetime]:
     # a skipped one: both are the first instant of the new month.
     next_starts_at = datetime(year, month, 1, tzinfo=zone).astimezone(UTC)
     return f"{local.year:04d}-{local.month:02d}", next_starts_at
+
+
+@dataclass(frozen=True, slots=True)
+class MonthWindow:
+    """One calendar month in a time zone: its name ("2026-04") and its aware UTC bounds."""
+
+    period: str
+    starts_at: datetime
+    ends_at: datetime
+
+    @property
+    def length_seconds(self) -> int:
+        """The month's length in whole seconds (an hour more or less across a DST change)."""
+        return round((self.ends_at - self.starts_at).total_seconds())
+
+
+def month_window(now_utc: datetime, timezone: str) -> MonthWindow:
+    """The month of `now_utc` in `timezone`, with when it started and when the next starts."""
+    period, ends_at = month_period(now_utc, timezone)
+    local = now_utc.astimezone(ZoneInfo(timezone))
+    starts_at = datetime(local.year, local.month, 1, tzinfo=ZoneInfo(timezone)).astimezone(UTC)
+    return MonthWindow(period=period, starts_at=starts_at, ends_at=ends_at)
+
+
+# --- what the stores keep and return beyond a GCRA decision ----------------------------
+
+
+def epoch_microseconds(at: datetime) -> int:
+    """An aware instant as whole microseconds since the Unix epoch."""
+    return (at - _EPOCH) // _ONE_MICROSECOND
+
+
+def check_key(key: str) -> None:
+    """Refuse an empty key or one holding `{` or `}` (they would break the Redis hash tag)."""
+    if not key or "{" in key or "}" in key:
+        raise ValueError("rate-limit keys and periods are non-empty and free of { }")
+
+
+def check_slots(limit: int, lease_us: int) -> None:
+    """Refuse fewer than one slot or a lease shorter than a microsecond."""
+    if limit < 1 or lease_us < 1:
+        raise ValueError("need at least one slot and a lease of at least one microsecond")
+
+
+def quota_expiry_ms(expires_at_us: int, now_us: int) -> int:
+    """Milliseconds a new quota counter lives: until the period ends, at least 1 ms."""
+    return max(1, -(-(expires_at_us - now_us) // 1000))
+
+
+def new_slot_token() -> str:
+    """A random, unguessable concurrency-slot token."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaPeriod:
+    """`limit` uses allowed in one named period (e.g. "2026-12") ending at `ends_at_us`."""
+
+    period: str
+    limit: int
+    ends_at_us: int
+
+    def __post_init__(self) -> None:
+        check_key(self.period)
+        if self.limit < 1:
+            raise ValueError("a quota allows at least one use")
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A throttle and a quota decided together: `refused_by` names the layer that said no.
+
+    A request the quota refuses spends nothing: neither a throttle unit nor a quota use.
+    `quota_used` counts the period's uses, this request included if it was admitted.
+    """
+
+    decision: Decision
+    refused_by: str | None
+    quota_used: int
+
+    @property
+    def admitted(self) -> bool:
+        """Whether both layers let the request through."""
+        return self.refused_by is None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotGrant:
+    """A concurrency slot, or why not: `in_use` counts held slots after this call, and a
+    refusal says how long until the earliest lease runs out."""
+
+    token: str | None
+    in_use: int
+    retry_after_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCounts:
+    """One tenant's fair-use counters for one period, plus the slots it holds now."""
+
+    admitted: int = 0
+    rejected_throttle: int = 0
+    rejected_quota: int = 0
+    rejected_concurrency: int = 0
+    quota_used: int = 0
+    slots_in_use: int = 0
+
+    def rejections(self) -> dict[str, int]:
+        """Refused requests by layer."""
+        return {
+            THROTTLE: self.rejected_throttle,
+            QUOTA: self.rejected_quota,
+            CONCURRENCY: self.rejected_concurrency,
+        }
