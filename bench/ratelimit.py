@@ -1,17 +1,34 @@
-"""Rate-limit benchmark: Redis `check` against raw EVALSHA, the memory store, and accuracy.
+"""Rate-limit benchmark: the store against raw EVALSHA, accuracy, and the HTTP cost of fair use.
 
-Run `python bench/ratelimit.py` (about half a minute) or `--quick` (a few seconds) with Redis at
-`--redis-url` (default redis://127.0.0.1:6379/0). Three variants run interleaved in one process,
-A B C A B C ...: A calls EVALSHA on a minimal GCRA Lua script straight through redis-py (the
-baseline); B calls RedisRateLimiter.check (the same round trip plus key building and the model's
-Decision); C calls MemoryRateLimiter.check on the system clock. Rounds are short so that
-neighbouring A and B blocks share the machine's background load. Each figure is the median over
-the rounds; B/A, the median of the per-round ratios, should be at least 0.9. Then a 1000/s
-limit (burst 10) is offered more load than that for a few seconds on each store, and
-admitted / (rate * elapsed + burst) is reported: within 1% of 1, and never above it.
+Run `python bench/ratelimit.py` (about three minutes on two cores) or `--quick` (under a
+minute) with Redis at `--redis-url` (default redis://127.0.0.1:6379/0).
 
-This script measures the store alone. The HTTP-level ratio (a rate-limited POST carrying an
-Idempotency-Key ÷ a bare POST) is measured elsewhere, by an HTTP benchmark, not here.
+1. The store. Three variants run interleaved in one process, A B C A B C ...: A calls EVALSHA
+   on a minimal GCRA Lua script straight through redis-py (the baseline); B calls
+   RedisRateLimiter.check (the same round trip plus key building and the model's Decision); C
+   calls MemoryRateLimiter.check on the system clock. Rounds are short so that neighbouring A
+   and B blocks share the machine's background load. Each figure is the median over the
+   rounds; B/A, the median of the per-round ratios, should be at least 0.9.
+2. Accuracy. A 1000/s limit (burst 10) is offered more load than that for a few seconds on
+   each store, and admitted / (rate * elapsed + burst) is reported: within 1% of 1, and never
+   above it.
+3. HTTP. Two real uvicorn servers run as child processes (`--serve`), each the synchub app over
+   its own SQLite store, one with the memory rate limiter and one with Redis
+   (SYNCHUB_REDIS_URL); the load comes from client threads in this process over keep-alive
+   connections. On each server, in turn and repeatedly (bare, fair use, customer, bare, ...),
+   for a fixed time each:
+   - bare: POST /bench/bare, a route added to the same app that reads the body and answers
+     201 with a small JSON body. It passes the app's middleware (request id, size checks) and
+     routing, and nothing else: no token, no rate limit, no Idempotency-Key, no database.
+   - fair use: POST /v1/bench/echo, a route added to the same app exactly like a /v1 write
+     (CustomerCreate body, `require("write:customers")`: the access token is verified and the
+     client's plan is enforced; then `run_write`: the Idempotency-Key row and the audit entry in
+     one transaction), whose handler itself writes nothing. Every request has a new key.
+   - customer: POST /v1/customers, the real create (matching, golden record, outbox events) on
+     top of the same path: reported for context, it has no target.
+   The ratio is the median of the per-round fair use / bare ratios: at least 0.5 with memory,
+   0.35 with Redis (issue 7). The plan is far above the offered load, so nothing is refused;
+   any answer other than 201 stops the benchmark.
 
 The last line of stdout is one JSON object with the figures. The exit status is 1 only when
 correctness broke (more admitted than the limit allows), never because a speed target was missed.
@@ -20,20 +37,39 @@ correctness broke (more admitted than the limit allows), never because a speed t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
+import httpx
 import redis
+from fastapi import Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Connection
 
+from synchub.api import schemas
+from synchub.api.security import require
+from synchub.api.writes import run_write
+from synchub.auth.model import Principal
+from synchub.config import Settings
 from synchub.core.clock import SystemClock
+from synchub.events.outbox import EventContext
 from synchub.ratelimit.model import Limit
 from synchub.ratelimit.store import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
@@ -58,6 +94,18 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
 return 1
 """
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+HTTP_PATHS = {"bare": "/bench/bare", "fair_use": "/v1/bench/echo", "customer": "/v1/customers"}
+HTTP_TARGETS = {"memory": 0.5, "redis": 0.35}  # fair use / bare, issue 7
+# Far above anything one machine can offer: the throttle and the quota never refuse.
+OPEN_PLANS = """plans:
+  default: {rate: 60000000, period_seconds: 60, burst: 1000000, monthly_quota: 1000000000}
+client_plans: {}
+"""
+START_TIMEOUT_SECONDS = 60.0
+Runs = dict[str, list[tuple[float, float]]]  # variant -> (requests/s, server CPU ms) per round
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -67,6 +115,9 @@ class BenchConfig:
     redis_calls: int
     memory_calls: int
     accuracy_seconds: float
+    http_rounds: int
+    http_seconds: float
+    http_threads: int
     redis_url: str
 
 
@@ -81,6 +132,9 @@ def per_second(calls: int, run: Callable[[], object]) -> float:
     for _ in range(calls):
         run()
     return calls / (time.perf_counter() - started)
+
+
+# -- 1 and 2: the store -----------------------------------------------------------------------
 
 
 def measure_interleaved(client: redis.Redis, prefix: str, config: BenchConfig) -> dict[str, Any]:
@@ -144,6 +198,320 @@ def redis_seconds(client: redis.Redis) -> float:
     return int(seconds) + int(micros) / 1_000_000
 
 
+# -- 3. HTTP: the server side (--serve) -------------------------------------------------------
+
+
+async def receive_bare(request: Request) -> Response:
+    """The baseline: read the body, answer 201 with a small JSON body, nothing else."""
+    await request.body()
+    return Response(b'{"object":"bench"}', status_code=201, media_type="application/json")
+
+
+async def receive_fair_use(
+    request: Request,
+    body: schemas.CustomerCreate,
+    principal: Annotated[Principal, require("write:customers")],
+) -> JSONResponse:
+    """A /v1 write whose handler writes nothing: token, plan, Idempotency-Key and audit."""
+
+    def handler(_conn: Connection, _ctx: EventContext) -> tuple[int, dict[str, Any]]:
+        return 201, {"id": body.external_id, "object": "bench"}
+
+    return await run_in_threadpool(
+        run_write,
+        request,
+        principal,
+        route=HTTP_PATHS["fair_use"],
+        body=body,
+        action="bench.echo",
+        handler=handler,
+    )
+
+
+def serve(ready_file: Path) -> None:
+    """synchub's app plus the two bench routes under uvicorn, until terminated."""
+    import uvicorn
+
+    from synchub.api.app import create_app
+    from synchub.bootstrap import build_hub
+    from synchub.observability.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    hub = build_hub(settings)
+    try:
+        app = create_app(hub)
+        app.add_api_route(HTTP_PATHS["bare"], receive_bare, methods=["POST"])
+        app.add_api_route(HTTP_PATHS["fair_use"], receive_fair_use, methods=["POST"])
+        # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only when it does.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind((HOST, 0))
+        partial = ready_file.with_suffix(".partial")
+        partial.write_text(json.dumps({"port": sock.getsockname()[1]}))
+        os.replace(partial, ready_file)
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        hub.close()
+
+
+# -- 3. HTTP: starting servers and offering load ----------------------------------------------
+
+
+@dataclass
+class HttpServer:
+    """A running `--serve` child, with a client's token and keep-alive connections to it."""
+
+    backend: str
+    proc: subprocess.Popen[bytes]
+    client_id: str
+    connections: list[httpx.Client]
+    auth: dict[str, str]
+
+
+def hub_settings(data_dir: Path, backend: str, redis_url: str) -> tuple[Settings, dict[str, str]]:
+    """The settings of one bench server, and the same as the child's environment."""
+    register = data_dir / "register"
+    shutil.copytree(REPO_ROOT / "register", register)
+    (register / "plans.yaml").write_text(OPEN_PLANS)
+    # Explicit values beat this process's own SYNCHUB_* variables, as in the child.
+    settings = Settings(
+        data_dir=data_dir,
+        register_dir=register,
+        database_url=f"sqlite:///{data_dir / 'synchub.db'}",
+        redis_url=redis_url if backend == "redis" else None,
+        key_encryption_key=None,
+        log_level="WARNING",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCHUB_")}
+    env.update(
+        SYNCHUB_DATA_DIR=str(data_dir),
+        SYNCHUB_REGISTER_DIR=str(register),
+        SYNCHUB_DATABASE_URL=settings.resolved_database_url(),
+        SYNCHUB_LOG_LEVEL=settings.log_level,
+    )
+    if settings.redis_url:
+        env["SYNCHUB_REDIS_URL"] = settings.redis_url
+    return settings, env
+
+
+def create_client(settings: Settings) -> tuple[str, str]:
+    """Migrate the server's store and register a client that may create customers."""
+    from synchub.bootstrap import build_authorization_server
+    from synchub.db import make_database
+    from synchub.migrations.runner import upgrade
+
+    db = make_database(settings.resolved_database_url())
+    try:
+        upgrade(db)
+        server = build_authorization_server(settings, db, SystemClock())
+        with db.write() as conn:
+            return server.create_client(
+                conn, name="bench", scopes=["write:customers"], workspace="live", actor="bench"
+            )
+    finally:
+        db.dispose()
+
+
+@contextmanager
+def http_server(root: Path, backend: str, config: BenchConfig) -> Iterator[HttpServer]:
+    """Start one `--serve` child on its own store, get a token, and always stop it after."""
+    data_dir = root / backend
+    data_dir.mkdir()
+    settings, env = hub_settings(data_dir, backend, config.redis_url)
+    client_id, secret = create_client(settings)
+    ready, log_path = data_dir / "ready.json", data_dir / "server.log"
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(ready)]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, env=env, cwd=data_dir, stdout=log, stderr=log)
+    try:
+        url = wait_until_ready(proc, ready, log_path)
+        token = httpx.post(
+            url + "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, secret),
+            trust_env=False,
+        ).json()["access_token"]
+        nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        connections = [
+            httpx.Client(
+                base_url=url,
+                timeout=30.0,
+                trust_env=False,
+                transport=httpx.HTTPTransport(socket_options=nodelay),
+            )
+            for _ in range(config.http_threads)
+        ]
+        try:
+            yield HttpServer(
+                backend, proc, client_id, connections, {"Authorization": f"Bearer {token}"}
+            )
+        finally:
+            for connection in connections:
+                connection.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def wait_until_ready(proc: subprocess.Popen[bytes], ready: Path, log_path: Path) -> str:
+    """The child's URL once it answers /healthz; raise with its output if it cannot start."""
+    deadline = time.perf_counter() + START_TIMEOUT_SECONDS
+    while time.perf_counter() < deadline and proc.poll() is None:
+        if ready.exists():
+            url = f"http://{HOST}:{json.loads(ready.read_text())['port']}"
+            try:
+                if httpx.get(url + "/healthz", trust_env=False).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass  # bound, not listening yet
+        time.sleep(0.05)
+    raise RuntimeError(f"a bench server did not start:\n{log_path.read_text()[-3000:]}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_numbers = itertools.count()
+_RUN = uuid.uuid4().hex[:12]
+
+
+def post_until(
+    connection: httpx.Client,
+    path: str,
+    auth: dict[str, str],
+    *,
+    start: threading.Barrier,
+    deadline: list[float],
+    done: list[int],
+    failures: list[str],
+) -> None:
+    """POST new customers' bodies, each with a new Idempotency-Key, until the deadline."""
+    start.wait()
+    while time.perf_counter() < deadline[0]:
+        number = next(_numbers)
+        body = {
+            "external_id": f"b-{_RUN}-{number}",
+            "email": f"b{number}@bench.example",
+            "name": "Bench",
+        }
+        headers = {**auth, "Idempotency-Key": f"bench-{_RUN}-{number}"}
+        reply = connection.post(path, json=body, headers=headers)
+        if reply.status_code != 201:
+            failures.append(f"{path}: {reply.status_code} {reply.text[:300]}")
+            return
+        done[0] += 1
+
+
+def offer(server: HttpServer, variant: str, seconds: float) -> tuple[float, float]:
+    """Requests per second and server CPU ms per request of one variant over `seconds`.
+
+    Every variant sends the same headers (token and key), so the client's work is the same.
+    """
+    start = threading.Barrier(len(server.connections) + 1)
+    deadline, failures = [0.0], list[str]()
+    counts = [[0] for _ in server.connections]
+    threads = [
+        threading.Thread(
+            target=post_until,
+            args=(c, HTTP_PATHS[variant], server.auth),
+            kwargs={"start": start, "deadline": deadline, "done": n, "failures": failures},
+        )
+        for c, n in zip(server.connections, counts, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    cpu_before = cpu_seconds(server.proc.pid)
+    deadline[0] = time.perf_counter() + seconds
+    began = time.perf_counter()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    if failures:
+        raise RuntimeError(f"{server.backend} server refused a request: {failures[0]}")
+    done = sum(n[0] for n in counts)
+    return done / elapsed, 1000 * (cpu_seconds(server.proc.pid) - cpu_before) / max(done, 1)
+
+
+def measure_http(config: BenchConfig) -> dict[str, Any]:
+    """Rounds of bare, fair use, customer on the memory server, then the same on Redis."""
+    with tempfile.TemporaryDirectory(prefix="synchub-bench-") as root, ExitStack() as stack:
+        servers = [stack.enter_context(http_server(Path(root), b, config)) for b in HTTP_TARGETS]
+        try:
+            for server in servers:  # warm up: connections, tokens, keys and scripts cached
+                for variant in HTTP_PATHS:
+                    offer(server, variant, config.http_seconds / 2)
+            runs: dict[str, Runs] = {s.backend: {v: [] for v in HTTP_PATHS} for s in servers}
+            for number in range(1, config.http_rounds + 1):
+                for server in servers:
+                    for variant in HTTP_PATHS:
+                        runs[server.backend][variant].append(
+                            offer(server, variant, config.http_seconds)
+                        )
+                report_http_round(number, runs)
+        finally:
+            delete_keys(config.redis_url, [s.client_id for s in servers])
+    return {backend: summarise_http(backend, by_variant) for backend, by_variant in runs.items()}
+
+
+def delete_keys(redis_url: str, client_ids: Sequence[str]) -> None:
+    """Remove the rate-limit keys the bench clients left in Redis."""
+    client = redis.Redis.from_url(redis_url)
+    for client_id in client_ids:
+        for key in client.scan_iter(match=f"synchub:rl:*{client_id}*"):
+            client.delete(key)
+    client.close()
+
+
+def report_http_round(number: int, runs: dict[str, Runs]) -> None:
+    """Print one HTTP round's figures for a human."""
+    parts = []
+    for backend, by_variant in runs.items():
+        rates = {v: r[-1][0] for v, r in by_variant.items()}
+        parts.append(
+            f"{backend}: "
+            + " ".join(f"{v} {r:,.0f}/s" for v, r in rates.items())
+            + f" (fair use/bare {rates['fair_use'] / rates['bare']:.3f})"
+        )
+    say(f"http round {number}: " + "; ".join(parts))
+
+
+def summarise_http(backend: str, by_variant: Runs) -> dict[str, Any]:
+    """Medians per variant and of the per-round ratios, against the issue's target."""
+    rates = {v: [rate for rate, _ in runs] for v, runs in by_variant.items()}
+    cpu = {v: [ms for _, ms in runs] for v, runs in by_variant.items()}
+    ratios = [f / b for f, b in zip(rates["fair_use"], rates["bare"], strict=True)]
+    ratio = round(statistics.median(ratios), 3)
+    return {
+        **{f"{v}_per_second": round(statistics.median(r)) for v, r in rates.items()},
+        **{f"{v}_server_cpu_ms": round(statistics.median(ms), 3) for v, ms in cpu.items()},
+        "ratio_fair_use_vs_bare": ratio,
+        "ratio_quartiles": [round(q, 3) for q in statistics.quantiles(ratios, n=4)],
+        "ratio_customer_vs_bare": round(
+            statistics.median(
+                [c / b for c, b in zip(rates["customer"], rates["bare"], strict=True)]
+            ),
+            3,
+        ),
+        "target": HTTP_TARGETS[backend],
+        "meets_target": ratio >= HTTP_TARGETS[backend],
+    }
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
 def run(config: BenchConfig) -> dict[str, Any]:
     """Every measurement, with Redis keys under a prefix of this run's own, deleted after."""
     client = redis.Redis.from_url(config.redis_url)
@@ -166,11 +534,16 @@ def run(config: BenchConfig) -> dict[str, Any]:
         for key in client.scan_iter(match=f"{prefix}:*"):
             client.delete(key)
         client.close()
-    return summarise(config, speed, accuracy, server)
+    http = measure_http(config)
+    return summarise(config, speed, accuracy, http, server)
 
 
 def summarise(
-    config: BenchConfig, speed: dict[str, Any], accuracy: dict[str, Any], server: str
+    config: BenchConfig,
+    speed: dict[str, Any],
+    accuracy: dict[str, Any],
+    http: dict[str, Any],
+    server: str,
 ) -> dict[str, Any]:
     """The JSON figures."""
     within = all(
@@ -184,9 +557,16 @@ def summarise(
         f" burst {ACCURACY_LIMIT.burst}",
         "accuracy": accuracy,
         "accuracy_within_1_percent": within,
+        **{
+            f"ratio_http_fair_use_vs_bare_{b}": h["ratio_fair_use_vs_bare"] for b, h in http.items()
+        },
+        "http": http,
         "rounds": config.rounds,
         "redis_calls_per_round": config.redis_calls,
         "memory_calls_per_round": config.memory_calls,
+        "http_rounds": config.http_rounds,
+        "http_seconds_per_variant": config.http_seconds,
+        "http_client_threads": config.http_threads,
         "python": platform.python_version(),
         "redis_server": server,
         "load_average": round(os.getloadavg()[0], 2),
@@ -200,6 +580,9 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser.add_argument("--rounds", type=int, help="A B C rounds (default 41, quick 7)")
     parser.add_argument("--redis-calls", type=int, help="calls per Redis variant per round")
     parser.add_argument("--accuracy-seconds", type=float, help="seconds per accuracy run")
+    parser.add_argument("--http-rounds", type=int, help="HTTP rounds (default 15, quick 5)")
+    parser.add_argument("--http-seconds", type=float, help="seconds per HTTP variant per round")
+    parser.add_argument("--http-threads", type=int, default=4, help="HTTP client threads")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args(argv)
     # Many short rounds: neighbouring A and B blocks then see the same background load.
@@ -209,15 +592,23 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         redis_calls=redis_calls,
         memory_calls=redis_calls * 10,
         accuracy_seconds=args.accuracy_seconds or (1.0 if args.quick else 5.0),
+        http_rounds=args.http_rounds or (5 if args.quick else 15),
+        http_seconds=args.http_seconds or (0.5 if args.quick else 1.0),
+        http_threads=args.http_threads,
         redis_url=args.redis_url,
     )
-    if config.rounds < 2 or config.redis_calls < 10 or config.accuracy_seconds <= 0:
-        raise SystemExit("--rounds must be >= 2, --redis-calls >= 10, --accuracy-seconds > 0")
+    if min(config.rounds, config.http_rounds) < 2 or config.redis_calls < 10:
+        raise SystemExit("--rounds and --http-rounds must be >= 2, --redis-calls >= 10")
+    if min(config.accuracy_seconds, config.http_seconds) <= 0 or config.http_threads < 1:
+        raise SystemExit("--accuracy-seconds and --http-seconds > 0, --http-threads >= 1")
     return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the figures."""
+    if argv is None and sys.argv[1:2] == ["--serve"]:
+        serve(Path(sys.argv[2]))
+        return 0
     config = parse_args(argv)
     say(
         f"ratelimit bench: {config.rounds} rounds, python {platform.python_version()},"
@@ -230,6 +621,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {summary['memory_check_per_second']:,}/s, accuracy "
         + ", ".join(f"{k} {v['admitted_over_expected']}" for k, v in summary["accuracy"].items())
     )
+    for backend, figures in summary["http"].items():
+        say(
+            f"http {backend}: fair use/bare {figures['ratio_fair_use_vs_bare']} (target"
+            f" {figures['target']}: {'met' if figures['meets_target'] else 'MISSED'}),"
+            f" customer/bare {figures['ratio_customer_vs_bare']}"
+        )
     print(json.dumps(summary), flush=True)
     return 1 if any(a["over_limit"] for a in summary["accuracy"].values()) else 0
 
