@@ -27,3 +27,4 @@ test: lint
 bench: install
 	$(UV) run --frozen python bench/ingest.py
 	$(UV) run --frozen python bench/ratelimit.py
+	$(UV) run --frozen python bench/delivery.py
