@@ -13,10 +13,12 @@ import sqlalchemy as sa
 
 import synchub.audit.store
 import synchub.auth.store
+import synchub.events.breaker_store
 import synchub.events.store
 import synchub.idempotency.store
 import synchub.ingest.store
-import synchub.mdm.store  # noqa: F401 - every table on the metadata, for truncation
+import synchub.mdm.store
+import synchub.webhooks.store  # noqa: F401 - every table on the metadata, for truncation
 from synchub.core.clock import FixedClock
 from synchub.db import Database, make_database, metadata
 from synchub.migrations.runner import upgrade

@@ -19,12 +19,22 @@ from synchub.auth.service import AuthorizationServer
 from synchub.config import DEV_STRIPE_WEBHOOK_SECRET as DEV_SECRET
 from synchub.config import Settings
 from synchub.connectors.base import Destination
+from synchub.connectors.broker.base import (
+    BrokerDestination,
+    BrokerSink,
+    EventOrigin,
+    OriginLookup,
+)
+from synchub.connectors.broker.memory import MemoryBroker
+from synchub.connectors.broker.model import parse_nats_settings
 from synchub.connectors.hubspot.client import HubSpotClient
 from synchub.connectors.hubspot.push import HubSpotDestination
 from synchub.connectors.hubspot.sandbox import HubSpotSandbox
 from synchub.connectors.product.client import ProductClient
 from synchub.connectors.product.push import ProductDestination
-from synchub.connectors.product.sandbox import ProductSandbox
+from synchub.connectors.product.sandbox import SHARED_SANDBOX_SECRET, ProductSandbox
+from synchub.connectors.remote_sandbox import RemoteSandboxTransport
+from synchub.connectors.sandbox import Sandbox
 from synchub.connectors.standard_webhooks import new_secret
 from synchub.connectors.stripe.client import StripeClient
 from synchub.connectors.stripe.pull import StripeReader
@@ -36,6 +46,7 @@ from synchub.core.clock import Clock, FixedClock, SystemClock
 from synchub.core.errors import ConfigError
 from synchub.db import Database, make_database
 from synchub.events.model import CATALOGUE
+from synchub.events.store import get_event as outbox_event
 from synchub.idempotency.service import InFlight
 from synchub.ingest.service import SourceReader
 from synchub.mapping.catalogue import load_mappings
@@ -43,6 +54,9 @@ from synchub.mapping.model import MappingVersion
 from synchub.ratelimit.store import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from synchub.register.loader import load_register
 from synchub.register.model import Connection, Mode, Register, RetryPolicy
+from synchub.webhooks.destination import PartnerWebhooks, webhook_http_client
+from synchub.webhooks.model import RETRY_POLICY as WEBHOOK_RETRY_POLICY
+from synchub.webhooks.model import endpoint_id_of
 
 
 def app_version() -> str:
@@ -61,11 +75,29 @@ class Sandboxes:
     hubspot: HubSpotSandbox = field(default_factory=HubSpotSandbox)
     xero: XeroSandbox = field(default_factory=XeroSandbox)
     product: ProductSandbox = field(default_factory=lambda: ProductSandbox(secret=new_secret()))
+    broker: MemoryBroker = field(default_factory=MemoryBroker)  # nats connections without a url
+    remote_url: str | None = None  # set: the state lives in this shared sandbox server
+
+    def transport(self, box: Sandbox) -> httpx.BaseTransport:
+        """How a connection reaches one of these sandboxes: in process, or over HTTP."""
+        if self.remote_url:
+            return RemoteSandboxTransport(self.remote_url, vendor=box.vendor)
+        return box.transport()
 
 
 def new_sandboxes(*, stripe_start: datetime) -> Sandboxes:
     """Fresh sandboxes; the Stripe account's clock starts at `stripe_start`."""
     return Sandboxes(stripe=StripeSandbox(clock=FixedClock(stripe_start)))
+
+
+def remote_sandboxes(url: str, *, stripe_start: datetime) -> Sandboxes:
+    """Sandboxes served by `synchub sandbox serve` at `url`, shared by every process (ADR
+    0011); the local objects only hold the credentials that server's vendors accept."""
+    return Sandboxes(
+        stripe=StripeSandbox(clock=FixedClock(stripe_start)),
+        product=ProductSandbox(secret=SHARED_SANDBOX_SECRET),
+        remote_url=url,
+    )
 
 
 @dataclass
@@ -84,10 +116,12 @@ class Hub:
     webhook_secrets: dict[str, list[str]]
     version: str
     http_clients: list[httpx.Client] = field(default_factory=list)
+    brokers: list[BrokerSink] = field(default_factory=list)  # closed by close() (ADR 0010)
     auth: AuthorizationServer | None = None
     ratelimiter: RateLimiter | None = None
     audit_key: bytes = b""
     idempotency: InFlight = field(default_factory=InFlight)
+    webhooks: PartnerWebhooks | None = None  # partner webhook endpoints (ADR 0009)
     workspace_sandboxes: dict[str, tuple[Sandboxes, dict[str, Destination]]] = field(
         default_factory=dict
     )
@@ -97,19 +131,31 @@ class Hub:
         """Where a workspace's events go: a sandbox workspace only ever reaches its own
         in-process vendor sandboxes, never the register's (possibly live) connections."""
         if workspace == self.register.workspace or workspace_kind(workspace) != "sandbox":
-            return self.destinations
+            return self._with_webhooks(self.destinations, workspace)
         with self._sandbox_lock:
             if workspace not in self.workspace_sandboxes:
                 boxes = new_sandboxes(stripe_start=self.clock.now())
                 self.workspace_sandboxes[workspace] = (boxes, _destinations_over(self, boxes))
-            return self.workspace_sandboxes[workspace][1]
+            return self._with_webhooks(self.workspace_sandboxes[workspace][1], workspace)
+
+    def _with_webhooks(
+        self, destinations: dict[str, Destination], workspace: str
+    ) -> dict[str, Destination]:
+        """Add the workspace's partner webhook endpoints (`webhook:<endpoint id>` names)."""
+        if self.webhooks is None:
+            return destinations
+        return self.webhooks.over(destinations, workspace=workspace)
 
     def policy_for(self, destination: str) -> RetryPolicy:
         """The retry policy of a destination (its connection's, else the default)."""
+        if endpoint_id_of(destination) is not None:
+            return WEBHOOK_RETRY_POLICY  # partner webhooks: the STANDARDS.md §4 schedule
         return self.policies.get(destination) or RetryPolicy()
 
     def close(self) -> None:
-        """Close HTTP clients and database connections."""
+        """Close broker connections, HTTP clients and database connections."""
+        for sink in self.brokers:
+            sink.close()
         for client in self.http_clients:
             client.close()
         self.db.dispose()
@@ -146,6 +192,8 @@ def build_hub(
         raise ConfigError("cannot start:\n" + "\n".join(f"  {m}" for m in missing))
     clock = clock or SystemClock()
     needs_sandbox = any(c.mode is Mode.SANDBOX for c in register.connections.values())
+    if needs_sandbox and sandboxes is None and settings.sandbox_url:
+        sandboxes = remote_sandboxes(settings.sandbox_url, stripe_start=clock.now())
     if needs_sandbox and sandboxes is None:
         sandboxes = new_sandboxes(stripe_start=clock.now())
     hub = Hub(
@@ -166,7 +214,24 @@ def build_hub(
     hub.auth = build_authorization_server(settings, hub.db, clock)
     hub.audit_key = chain_key(key_encryption_key(settings))
     hub.ratelimiter = build_ratelimiter(settings, clock)
+    hub.webhooks = build_webhooks(hub)
     return hub
+
+
+def build_webhooks(hub: Hub) -> PartnerWebhooks:
+    """Partner webhook delivery: its own HTTP client (through the egress proxy if one is set)."""
+    proxy = hub.settings.webhook_egress_proxy
+    http = webhook_http_client(proxy=proxy)
+    hub.http_clients.append(http)
+    kek = key_encryption_key(hub.settings)
+    return PartnerWebhooks(
+        db=hub.db,
+        clock=hub.clock,
+        kek=kek,
+        audit_key=hub.audit_key,
+        http=http,
+        proxied=proxy is not None,
+    )
 
 
 def build_ratelimiter(settings: Settings, clock: Clock) -> RateLimiter:
@@ -205,6 +270,7 @@ LIVE_CREDENTIALS = {
     "hubspot": ("hubspot_token",),
     "xero": ("xero_token", "xero_tenant_id"),
     "product": ("product_callback_secret",),
+    "nats": (),  # the url and creds_file are in the register (ADR 0010)
 }
 
 
@@ -248,7 +314,7 @@ def _wire(hub: Hub, connection: Connection) -> None:
         client = None
         if sandbox_mode and boxes:
             client = StripeClient(
-                _http(hub, connection, boxes.stripe.transport()),
+                _http(hub, connection, boxes.transport(boxes.stripe)),
                 api_key=boxes.stripe.api_key,
                 clock=hub.clock,
             )
@@ -263,7 +329,8 @@ def _wire(hub: Hub, connection: Connection) -> None:
         )
     elif connection.system == "hubspot":
         if sandbox_mode and boxes:
-            http, token = _http(hub, connection, boxes.hubspot.transport()), boxes.hubspot.token
+            http = _http(hub, connection, boxes.transport(boxes.hubspot))
+            token = boxes.hubspot.token
         else:
             http, token = (
                 _http(hub, connection, None),
@@ -274,7 +341,7 @@ def _wire(hub: Hub, connection: Connection) -> None:
         )
     elif connection.system == "xero":
         if sandbox_mode and boxes:
-            http = _http(hub, connection, boxes.xero.transport())
+            http = _http(hub, connection, boxes.transport(boxes.xero))
             token, tenant = boxes.xero.token, boxes.xero.tenant_id
         else:
             http = _http(hub, connection, None)
@@ -290,7 +357,8 @@ def _wire(hub: Hub, connection: Connection) -> None:
         )
     elif connection.system == "product":
         if sandbox_mode and boxes:
-            http, secret = _http(hub, connection, boxes.product.transport()), boxes.product.secret
+            http = _http(hub, connection, boxes.transport(boxes.product))
+            secret = boxes.product.secret
         else:
             http = _http(hub, connection, None)
             secret = _required(
@@ -307,6 +375,8 @@ def _wire(hub: Hub, connection: Connection) -> None:
                 timeout_seconds=connection.retry.timeout_seconds,
             ),
         )
+    elif connection.system == "nats":
+        hub.destinations[name] = _broker_destination(hub, connection)
 
 
 def _destinations_over(hub: Hub, boxes: Sandboxes) -> dict[str, Destination]:
@@ -326,7 +396,44 @@ def _destinations_over(hub: Hub, boxes: Sandboxes) -> dict[str, Destination]:
             destinations[c.name] = ProductDestination(c.name, ProductClient(
                 _http(hub, c, boxes.product.transport()), url="http://product.sandbox/callbacks",
                 secrets=[boxes.product.secret], clock=hub.clock))  # fmt: skip
+        elif c.system == "nats":
+            destinations[c.name] = BrokerDestination(
+                c.name, boxes.broker, origin_of=_event_origins(hub.db)
+            )
     return destinations
+
+
+def _broker_destination(hub: Hub, connection: Connection) -> Destination:
+    """A nats connection (ADR 0010): the NATS server at its url, in either mode (the team's
+    local NATS is its sandbox); without a url (sandbox mode only) the in-process broker."""
+    options, _ = parse_nats_settings(connection.settings)  # the register check validated them
+    sink: BrokerSink
+    if options.urls:
+        from synchub.connectors.broker.nats import NatsSink
+
+        sink = NatsSink(
+            options, name=connection.name, timeout_seconds=connection.retry.timeout_seconds
+        )
+        hub.brokers.append(sink)
+    elif hub.sandboxes is not None:
+        sink = hub.sandboxes.broker
+    else:
+        raise ConfigError(f"connection {connection.name!r}: set settings.url")
+    return BrokerDestination(connection.name, sink, origin_of=_event_origins(hub.db))
+
+
+def _event_origins(db: Database) -> OriginLookup:
+    """Reads an event's workspace, source and schema from the outbox, for broker messages."""
+
+    def origin_of(event_id: str) -> EventOrigin | None:
+        with db.read() as conn:
+            row = outbox_event(conn, event_id)
+        if row is None:
+            return None
+        return EventOrigin(row["workspace"], source=row["source"], dataschema=row["dataschema"],
+                           aggregate_id=row["aggregate_id"])  # fmt: skip
+
+    return origin_of
 
 
 def _required(value: str | None, connection: str, variable: str) -> str:

@@ -17,7 +17,9 @@ from synchub.auth.cli import clients_app, keys_app
 from synchub.config import Settings
 from synchub.contract.cli import contract_app
 from synchub.core.errors import HubError
+from synchub.events.cli import deliveries_app, dlq_app
 from synchub.observability.logging import configure_logging
+from synchub.ratelimit.cli import show_usage
 from synchub.register.loader import RegisterError
 
 app = typer.Typer(
@@ -30,6 +32,11 @@ app.add_typer(register_app, name="register")
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(contract_app, name="contract")
+app.command("usage")(show_usage)
+app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(dlq_app, name="dlq")
+sandbox_app = typer.Typer(help="Vendor sandboxes over HTTP (chaos tests).", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -306,6 +313,47 @@ def openapi_export(
         err.print(f"wrote {CONTRACT}")
     else:
         sys.stdout.write(text)
+
+
+Rate = Annotated[float, typer.Option(min=0.0, max=1.0)]
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: any free one)")] = 8099,
+    error_rate: Rate = 0.0,
+    timeout_rate: Rate = 0.0,
+    throttle_rate: Rate = 0.0,
+    retry_after: Annotated[int, typer.Option(min=0, help="Retry-After of a 429, s")] = 1,
+    hang_seconds: Annotated[
+        float, typer.Option(help="how long a timeout holds the connection before closing it")
+    ] = 20.0,
+    seed: Annotated[int | None, typer.Option(help="fault draws repeat for one seed")] = None,
+) -> None:
+    """Serve the Stripe, HubSpot, Xero and product sandboxes over HTTP, with random faults.
+
+    Point every synchub process at it with SYNCHUB_SANDBOX_URL=http://HOST:PORT: they then
+    share one vendor state, so a duplicate created by any of them shows (ADR 0011).
+    """
+    import contextlib
+    from datetime import timedelta
+
+    from synchub.connectors.chaos import ChaosRates
+    from synchub.connectors.sandbox_server import HostedSandboxes, serve_sandboxes
+    from synchub.core.clock import SystemClock
+
+    rates = ChaosRates(error=error_rate, timeout=timeout_rate, throttle=throttle_rate,
+                       retry_after_seconds=retry_after)  # fmt: skip
+    hosted = HostedSandboxes(rates=rates, hang_seconds=hang_seconds, seed=seed,
+                             stripe_start=SystemClock().now() - timedelta(days=1))  # fmt: skip
+
+    def ready(url: str) -> None:
+        err.print(f"sandboxes on {url} (stripe, hubspot, xero, product) · faults "
+                  f"{rates.as_dict()} · state: {url}/_sandbox/state", highlight=False)  # fmt: skip
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_sandboxes(hosted, host=host, port=port, on_ready=ready)
 
 
 def main() -> None:

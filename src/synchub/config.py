@@ -44,6 +44,16 @@ class Settings(BaseSettings):
     xero_tenant_id: str | None = None
     product_callback_url: str = "http://127.0.0.1:9090/synchub/callbacks"
     product_callback_secret: SecretStr | None = None
+    sandbox_url: str | None = Field(
+        default=None,
+        description="a shared sandbox server (`synchub sandbox serve`) that sandbox-mode "
+        "connections send their vendor HTTP to; default: in-process sandboxes",
+    )
+    webhook_egress_proxy: str | None = Field(
+        default=None,
+        description="an HTTP(S) proxy that every partner webhook goes out through; default: "
+        "direct, to the addresses the SSRF guard checked",
+    )
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data directory."""

@@ -14,7 +14,8 @@ import structlog
 
 from synchub.bootstrap import Hub
 from synchub.events.delivery import DeliveryContext, deliver_due
-from synchub.events.dispatch import dispatch_outbox
+from synchub.events.dispatch import Dispatcher, dispatch_outbox
+from synchub.events.service import breaker_policies
 from synchub.events.store import pending_work
 from synchub.idempotency.service import purge_expired
 from synchub.ingest import store as inbox_store
@@ -66,7 +67,9 @@ class Worker:
             clock=hub.clock,
             worker_id=self.worker_id,
             concurrency=hub.settings.worker_threads,
+            breaker_for=breaker_policies(hub.register),
         )
+        self.dispatcher = Dispatcher()
 
     def purge_if_due(self) -> None:
         """Once a minute, delete what retention rules say must go (idempotency keys)."""
@@ -81,7 +84,9 @@ class Worker:
         """One pass: inbox, then outbox fan-out, then due deliveries."""
         self.purge_if_due()
         inbox = process_inbox(self.ingest)
-        dispatched = dispatch_outbox(self.hub.db, self.hub.register, self.hub.clock)
+        dispatched = dispatch_outbox(
+            self.hub.db, self.hub.register, self.hub.clock, state=self.dispatcher
+        )
         delivered = deliver_due(
             self.delivery, pool=self._pool, limit=self.hub.settings.worker_threads
         )

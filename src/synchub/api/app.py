@@ -19,12 +19,18 @@ from synchub.api import (
     deliveries,
     docs,
     events,
+    exports,
+    fair_use,
     health,
+    metrics,
     oauth,
     product_writes,
     records,
+    usage,
+    webhook_endpoints,
     webhooks,
 )
+from synchub.api.fair_use import FairUseError
 from synchub.api.problems import problem, problem_for
 from synchub.bootstrap import Hub
 from synchub.core.errors import HubError
@@ -153,6 +159,11 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "instance": {"type": "string"},
         "code": {"type": "string", "description": "Stable, snake_case."},
         "trace_id": {"type": "string"},
+        "layer": {
+            "type": "string",
+            "description": "On a 429: the fair-use limit that was hit (throttle, quota or "
+            "concurrency).",
+        },
         "errors": {
             "type": "array",
             "items": {
@@ -174,7 +185,8 @@ PROBLEMS = {
     "409": "The same Idempotency-Key is still being processed",
     "413": "Body too large",
     "422": "Invalid input; `errors` points at the fields",
-    "429": "Over the client's rate or monthly quota; see Retry-After",
+    "429": "Over the client's rate, monthly quota or concurrency limit (`layer` says "
+    "which); see Retry-After",
     "500": "Something went wrong on our side",
 }
 WRITE_ONLY_PROBLEMS = frozenset({"409", "413"})
@@ -230,13 +242,19 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
     app.state.on_event_received = on_event_received
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(webhook_endpoints.router)
     for router in records.routers():
         app.include_router(router)
+    for router in exports.routers():
+        app.include_router(router)
+    app.include_router(usage.router)
     for module in (oauth, product_writes, events, deliveries, connections, audit, docs):
         app.include_router(module.router)
     app.openapi = lambda: _v1_openapi(app)  # type: ignore[method-assign]  # FastAPI's hook
 
     app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(FairUseError, fair_use.refused)
 
     @app.exception_handler(HubError)
     async def hub_error(request: Request, exc: HubError) -> JSONResponse:

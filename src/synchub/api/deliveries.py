@@ -11,6 +11,7 @@ from pydantic import AwareDatetime
 from sqlalchemy.engine import Connection
 
 from synchub.api import schemas
+from synchub.api.fair_use import held_slot
 from synchub.api.product_writes import WRITE_RESPONSES
 from synchub.api.records import After, Limit
 from synchub.api.security import require
@@ -178,6 +179,7 @@ async def replay_dead(
         until=body.until,
         error_code=body.error_code,
     )
-    return await run_in_threadpool(
-        _replay, request, principal, "/v1/dead-letters/replay", where, body.ids, body
-    )
+    with held_slot(request, principal, work="a bulk replay"):  # expensive: one slot
+        return await run_in_threadpool(
+            _replay, request, principal, "/v1/dead-letters/replay", where, body.ids, body
+        )

@@ -20,12 +20,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Connection
 
+from synchub.api.fair_use import token_limit
 from synchub.api.problems import problem
 from synchub.auth.model import SCOPES, RevocationOutcome, TokenGrant
 from synchub.auth.service import AuthorizationServer
 from synchub.core.errors import AuthenticationError, ValidationError
 from synchub.db import Database
-from synchub.ratelimit.model import Limit, ratelimit_headers, retry_after_header
+from synchub.observability.metrics import record_rate_limit
+from synchub.ratelimit.model import ratelimit_headers, retry_after_header
 
 router = APIRouter(include_in_schema=False)
 
@@ -221,17 +223,20 @@ def introspect_token(hub: OAuthHub, credentials: tuple[str, str], token: str) ->
     return outcome
 
 
-# Token requests per client id being authenticated (the only trustworthy key before the
-# secret is checked): bounds guessing, and the scrypt work each wrong guess costs us.
-TOKEN_ATTEMPTS = Limit(policy="token", rate=60, period_seconds=60, burst=20)
-
-
 def token_attempts_refused(request: Request, client_id: str) -> Response | None:
-    """429 (problem+json, Retry-After) when a client id asks for tokens too often."""
-    limiter = getattr(request.app.state.hub, "ratelimiter", None)
+    """429 (problem+json, Retry-After) when a client id asks for tokens too often.
+
+    Keyed on the client id being authenticated (the only trustworthy key before the secret is
+    checked): bounds guessing, and the scrypt work each wrong guess costs us. The rate is the
+    token limit of the client's plan tier in the register (the default plan's if unknown).
+    """
+    hub = request.app.state.hub
+    limiter = getattr(hub, "ratelimiter", None)
     if limiter is None:
         return None
-    decision = limiter.check(f"oauth/{client_id.replace('{', '').replace('}', '')}", TOKEN_ATTEMPTS)
+    limit = token_limit(hub.register, client_id)
+    decision = limiter.check(f"oauth/{client_id.replace('{', '').replace('}', '')}", limit)
+    record_rate_limit(limit.policy, "throttle", decision.allowed)
     if decision.allowed:
         return None
     wait = retry_after_header(decision.retry_after_seconds)

@@ -137,6 +137,15 @@ class Event(BaseModel):
     data: dict[str, Any]
 
 
+class VendorResponse(BaseModel):
+    """What a destination answered, redacted: no tokens, secrets or full email addresses."""
+
+    status: int
+    headers: dict[str, str] = Field(description="A few safe headers (Retry-After, rate limits).")
+    body: str = Field(description="The body, redacted and cut to about 2 KB.")
+    truncated: bool = False
+
+
 class Attempt(BaseModel):
     """One attempt to deliver."""
 
@@ -147,6 +156,7 @@ class Attempt(BaseModel):
     status_code: int | None = None
     error: str | None = None
     retry_after_seconds: float | None = None
+    response: VendorResponse | None = None
 
 
 class Delivery(BaseModel):
@@ -163,9 +173,32 @@ class Delivery(BaseModel):
     last_error: str | None = None
     last_status_code: int | None = None
     dead_reason: str | None = None
+    last_response: VendorResponse | None = Field(
+        default=None, description="The destination's last answer (redacted), if it answered."
+    )
     created_at: datetime
     completed_at: datetime | None = None
+    idempotency_key: str | None = Field(
+        default=None, description="Sent on every attempt and replay (only on one delivery)."
+    )
     attempt_history: list[Attempt] | None = None
+
+
+class Breaker(BaseModel):
+    """A destination's circuit breaker and retry throttle."""
+
+    state: str = Field(description="closed, open or half_open.")
+    open_until: datetime | None = None
+    paused_until: datetime | None = Field(
+        default=None, description="Paused by a 429 until its Retry-After."
+    )
+    blocked_until: datetime | None = Field(
+        default=None, description="No attempts before this (open or paused)."
+    )
+    consecutive_failures: int
+    retry_tokens: float = Field(description="Retries are held back while at or below half.")
+    throttled: bool
+    last_failure_at: datetime | None = None
 
 
 class Connection(BaseModel):
@@ -179,6 +212,14 @@ class Connection(BaseModel):
     runbook: str | None = None
     deliveries: dict[str, int] = Field(description="Deliveries to it by status.")
     last_success_at: datetime | None = None
+    breaker: Breaker | None = None
+    next_attempt_at: datetime | None = Field(
+        default=None, description="When the next waiting delivery may be attempted."
+    )
+    oldest_pending_at: datetime | None = Field(
+        default=None, description="When the oldest delivery still waiting was created."
+    )
+    oldest_pending_age_seconds: float | None = None
 
 
 class AuditEntry(BaseModel):

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from synchub.api.fair_use import webhook_admission
 from synchub.bootstrap import Hub
 from synchub.connectors.stripe.webhooks import parse_event, verify_signature
 from synchub.core.errors import NotFoundError, PayloadTooLargeError
@@ -47,14 +48,18 @@ def accept_stripe_event(
     traceparent: str | None,
     headers: dict[str, str],
     wait: bool = True,
+    admit: Callable[[], None] | None = None,
 ) -> tuple[str, bool]:
     """Verify, parse and durably store one Stripe event; return (event id, is_new).
 
     With `wait=False` it raises WriterBusyError rather than wait for the SQLite writer.
+    `admit` runs once the signature is verified (the connection's fair-use throttle).
     """
     now = hub.clock.now()
     verify_signature(body, signature, secrets=hub.webhook_secrets[connection],
                      now=int(now.timestamp()))  # fmt: skip
+    if admit is not None:
+        admit()
     event = parse_event(body)
     workspace = hub.register.workspace
     with hub.db.read() as conn:  # duplicates are answered from a read, without the write lock
@@ -101,10 +106,12 @@ async def receive_stripe(request: Request) -> JSONResponse:
     hub: Hub = request.app.state.hub
     body = await read_limited(request, MAX_WEBHOOK_BYTES)
     headers = {k: v for k, v in request.headers.items() if k in AUDIT_HEADERS}
+    connection = stripe_connection(hub)
     accept = functools.partial(
-        accept_stripe_event, hub, connection=stripe_connection(hub), body=body,
+        accept_stripe_event, hub, connection=connection, body=body,
         signature=request.headers.get("stripe-signature"),
         traceparent=request.headers.get("traceparent"), headers=headers,
+        admit=webhook_admission(request, connection),
     )  # fmt: skip
     event_id, is_new = await accept_on_loop_or_thread(hub, accept)
     if is_new and request.app.state.on_event_received is not None:

@@ -26,6 +26,11 @@ SCOPES: dict[str, str] = {
     "admin:deliveries": "Replay deliveries and dead letters.",
     "read:connections": "Read connections and their status.",
     "admin:audit": "Read the audit log.",
+    "read:usage": "Read your own fair-use usage (with admin:audit: every client's in the "
+    "workspace).",
+    "read:webhooks": "Read partner webhook endpoints and their delivery logs.",
+    "admin:webhooks": "Register, change and delete webhook endpoints; rotate their secrets.",
+    "read:metrics": "Scrape the operator metrics at GET /metrics (not a /v1 resource).",
 }
 
 

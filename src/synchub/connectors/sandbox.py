@@ -33,11 +33,34 @@ class Sandbox:
         self.faults = FaultPlan()
         self.lock = threading.RLock()
         self.requests: list[tuple[str, str]] = []
+        # Every write the sandbox applied, in the order it applied them (chaos checks read it).
+        self.journal: list[dict[str, Any]] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
 
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         """Register a handler for a method and a full-match path pattern."""
         self._routes.append((method, re.compile(pattern), handler))
+
+    def record(
+        self, request: httpx.Request, *, entity: str, key: str | None = None, created: bool = False
+    ) -> None:
+        """Note one applied write (the lock is held): the object, its natural key, whether new.
+
+        The request's `traceparent` and `Idempotency-Key` are kept, so a test can tell which
+        canonical event caused each change and in what order changes reached the vendor.
+        """
+        self.journal.append(
+            {
+                "n": len(self.journal) + 1,
+                "method": request.method,
+                "path": request.url.path,
+                "entity": entity,
+                "key": key,
+                "created": created,
+                "idempotency_key": request.headers.get("Idempotency-Key"),
+                "traceparent": request.headers.get("traceparent"),
+            }
+        )
 
     def transport(self) -> httpx.MockTransport:
         """An httpx transport that sends every request to this sandbox."""

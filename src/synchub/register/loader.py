@@ -5,26 +5,31 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from synchub.connectors.broker.model import check_nats_settings
 from synchub.core.entities import ENTITIES
 from synchub.core.errors import ConfigError
 from synchub.register.model import (
+    BROKER_SYSTEMS,
+    BreakerPolicy,
+    ClientOverride,
     Connection,
     FieldOwner,
     Flow,
     Mode,
     PlanTier,
+    Rate,
     Register,
     RetryPolicy,
 )
 
-SYSTEMS = ("stripe", "xero", "hubspot", "product")
+SYSTEMS = ("stripe", "xero", "hubspot", "product", "nats")
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,19 @@ class _Retry(_Strict):
     timeout_seconds: float = Field(default=15.0, gt=0, le=120)
 
 
+class _Breaker(_Strict):
+    failures: int = Field(default=5, ge=1, le=1000)
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    min_calls: int = Field(default=20, ge=1)
+    window_seconds: float = Field(default=30.0, gt=0)
+    open_seconds: float = Field(default=30.0, gt=0)
+    probes: int = Field(default=3, ge=1, le=100)
+    retry_tokens: float = Field(default=10.0, gt=0)
+    token_ratio: float = Field(default=0.1, ge=0)
+
+
 class _Connection(_Strict):
-    system: Literal["stripe", "xero", "hubspot", "product"]
+    system: Literal["stripe", "xero", "hubspot", "product", "nats"]
     mode: Literal["sandbox", "live"] = "sandbox"
     owner: str = Field(min_length=1)
     criticality: Literal["low", "medium", "high"] = "medium"
@@ -71,6 +87,7 @@ class _Connection(_Strict):
     mapping: str | None = None
     settings: dict[str, str] = Field(default_factory=dict)
     retry: _Retry = Field(default_factory=_Retry)
+    breaker: _Breaker = Field(default_factory=_Breaker)
 
 
 class _Flow(_Strict):
@@ -85,11 +102,37 @@ class _Owner(_Strict):
     fallback: Literal["most_recent"] = "most_recent"
 
 
+def _whole_seconds(value: float | None) -> float | None:
+    # The RateLimit-Policy field states the window in whole seconds (STANDARDS §2).
+    if value is not None and not float(value).is_integer():
+        raise ValueError("must be a whole number of seconds")
+    return value
+
+
+WholeSeconds = Annotated[float, Field(ge=1, le=31_622_400), AfterValidator(_whole_seconds)]
+
+
+class _Rate(_Strict):
+    rate: int = Field(ge=1)
+    period_seconds: WholeSeconds
+    burst: int = Field(ge=1)
+
+
 class _Plan(_Strict):
     rate: int = Field(default=600, ge=1)
-    period_seconds: float = Field(default=60.0, gt=0)
+    period_seconds: WholeSeconds = 60.0
     burst: int = Field(default=60, ge=1)
     monthly_quota: int = Field(default=1_000_000, ge=1)
+    concurrency: int = Field(default=2, ge=1, le=1000)
+    token: _Rate = _Rate(rate=60, period_seconds=60.0, burst=20)
+
+
+class _Override(_Strict):
+    rate: int | None = Field(default=None, ge=1)
+    period_seconds: WholeSeconds | None = None
+    burst: int | None = Field(default=None, ge=1)
+    monthly_quota: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
 
 
 class _Document(_Strict):
@@ -100,6 +143,8 @@ class _Document(_Strict):
     ownership: dict[str, dict[str, _Owner]] = Field(default_factory=dict)
     plans: dict[str, _Plan] = Field(default_factory=dict)
     client_plans: dict[str, str] = Field(default_factory=dict)
+    client_overrides: dict[str, _Override] = Field(default_factory=dict)
+    webhook_limits: dict[str, _Rate] = Field(default_factory=dict)
 
 
 # -- YAML with line numbers ----------------------------------------------------------------
@@ -166,7 +211,11 @@ def _parse_file(path: Path, problems: list[RegisterProblem]) -> _Parsed | None:
 
 
 _KNOWN_KEYS = sorted(
-    {f for m in (_Document, _Connection, _Flow, _Owner, _Retry) for f in m.model_fields}
+    {
+        f
+        for m in (_Document, _Connection, _Flow, _Owner, _Retry, _Breaker, _Plan, _Rate, _Override)
+        for f in m.model_fields
+    }
 )
 
 
@@ -207,6 +256,11 @@ def _check_references(
                 problems.append(RegisterProblem(
                     p.file, _line_of(p.lines, ("client_plans", client_id)),
                     f"client {client_id!r}: unknown plan {plan!r}"))  # fmt: skip
+        for name in p.document.webhook_limits:
+            if name != "default" and name not in connections:
+                problems.append(RegisterProblem(
+                    p.file, _line_of(p.lines, ("webhook_limits", name)),
+                    f"webhook_limits: {name!r} is neither default nor a connection"))  # fmt: skip
     for p in parsed:
         if p.document.timezone is not None and not _is_timezone(p.document.timezone):
             problems.append(
@@ -288,6 +342,31 @@ def _repeated_names(parsed: list[_Parsed], problems: list[RegisterProblem]) -> N
                 seen[(section, name)] = p.file
 
 
+def _check_brokers(parsed: list[_Parsed], problems: list[RegisterProblem]) -> None:
+    """Broker connections (ADR 0010): valid settings, and never the source of a flow."""
+    brokers = {
+        n for p in parsed for n, c in p.document.connections.items() if c.system in BROKER_SYSTEMS
+    }
+    for p in parsed:
+        for name, conn in p.document.connections.items():
+            if conn.system != "nats":
+                continue
+            gap = conn.retry.cap_seconds + conn.retry.timeout_seconds
+            found = check_nats_settings(
+                conn.settings, live=conn.mode == "live", longest_retry_gap_seconds=gap
+            )
+            for problem in found:
+                where = ("settings", problem.key) if problem.key else ("settings",)
+                line = _line_of(p.lines, ("connections", name, *where))
+                message = f"connection {name!r}: {problem.message}"
+                problems.append(RegisterProblem(p.file, line, message))
+        for name, flow in p.document.flows.items():
+            if flow.source in brokers:
+                line = _line_of(p.lines, ("flows", name, "source"))
+                message = f"flow {name!r}: {flow.source!r} is a broker sink; it cannot be a source"
+                problems.append(RegisterProblem(p.file, line, message))
+
+
 # -- building the model --------------------------------------------------------------------
 
 
@@ -307,6 +386,7 @@ def _build(parsed: list[_Parsed]) -> Register:
             mapping=c.mapping,
             settings=dict(c.settings),
             retry=RetryPolicy(**c.retry.model_dump()),
+            breaker=BreakerPolicy(**c.breaker.model_dump()),
         )
         for p in parsed
         for name, c in p.document.connections.items()
@@ -335,11 +415,21 @@ def _build(parsed: list[_Parsed]) -> Register:
         flows=flows,
         ownership=ownership,
         plans={
-            n: PlanTier(name=n, **pl.model_dump())
+            n: PlanTier(
+                name=n, **pl.model_dump(exclude={"token"}), token=Rate(**pl.token.model_dump())
+            )
             for p in parsed
             for n, pl in p.document.plans.items()
         },
         client_plans={c: n for p in parsed for c, n in p.document.client_plans.items()},
+        client_overrides={
+            c: ClientOverride(**o.model_dump())
+            for p in parsed
+            for c, o in p.document.client_overrides.items()
+        },
+        webhook_limits={
+            n: Rate(**r.model_dump()) for p in parsed for n, r in p.document.webhook_limits.items()
+        },
     )
 
 
@@ -365,6 +455,7 @@ def load_register(
     if not problems:
         _repeated_names(parsed, problems)
         _check_references(parsed, event_types=event_types, mappings=mappings, problems=problems)
+        _check_brokers(parsed, problems)
     if problems:
         raise RegisterError(problems)
     return _build(parsed)

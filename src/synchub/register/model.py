@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -29,11 +29,34 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class BreakerPolicy:
+    """A destination's circuit breaker and retry throttle (STANDARDS.md §3, ADR 0008)."""
+
+    failures: int = 5  # consecutive retryable failures that open it
+    failure_rate: float = 0.5  # ... or at least this share of failures
+    min_calls: int = 20  # ... over at least this many calls
+    window_seconds: float = 30.0  # ... within this window
+    open_seconds: float = 30.0  # how long it stays open before probing
+    probes: int = 3  # half-open: this many probes must all succeed to close it
+    retry_tokens: float = 10.0  # retry throttle: tokens at the start (and at most)
+    token_ratio: float = 0.1  # tokens back per success; each retryable failure takes one
+
+    @property
+    def throttle_threshold(self) -> float:
+        """No retries while the tokens are at or below this (half the maximum)."""
+        return self.retry_tokens / 2
+
+
+# Systems that only receive events: a message bus the team owns (ADR 0010).
+BROKER_SYSTEMS = frozenset({"nats"})
+
+
+@dataclass(frozen=True)
 class Connection:
     """One connected system instance."""
 
     name: str
-    system: str  # stripe | xero | hubspot | product
+    system: str  # stripe | xero | hubspot | product | nats (a broker sink, ADR 0010)
     mode: Mode
     owner: str
     criticality: str
@@ -41,6 +64,7 @@ class Connection:
     mapping: str | None = None  # mapping version used to read this source
     settings: dict[str, str] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
 
 @dataclass(frozen=True)
@@ -65,14 +89,52 @@ class FieldOwner:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """A throttle: `rate` requests per `period_seconds`, of which `burst` may arrive at once."""
+
+    rate: int
+    period_seconds: float
+    burst: int
+
+
+DEFAULT_TOKEN_RATE = Rate(rate=60, period_seconds=60.0, burst=20)
+# Vendors send webhooks in bursts (a backfill, a retry storm after an outage): generous.
+DEFAULT_WEBHOOK_RATE = Rate(rate=100, period_seconds=1.0, burst=500)
+
+
+@dataclass(frozen=True)
 class PlanTier:
-    """Fair-use limits for API clients on one plan: a throttle and a monthly quota."""
+    """Fair-use limits for API clients on one plan (STANDARDS §2, ADR 0007).
+
+    Three layers: a throttle (`rate` per `period_seconds`, `burst` at once) per client, a
+    `monthly_quota` per client per calendar month in the register's time zone, and at most
+    `concurrency` expensive operations (exports, bulk replays) at once per client. `token`
+    limits requests to the token endpoint for the plan's client ids.
+    """
 
     name: str
     rate: int = 600  # requests per period
     period_seconds: float = 60.0
     burst: int = 60
     monthly_quota: int = 1_000_000
+    concurrency: int = 2
+    token: Rate = DEFAULT_TOKEN_RATE
+
+
+@dataclass(frozen=True)
+class ClientOverride:
+    """Per-client changes on top of the client's plan; None keeps the plan's value."""
+
+    rate: int | None = None
+    period_seconds: float | None = None
+    burst: int | None = None
+    monthly_quota: int | None = None
+    concurrency: int | None = None
+
+    def apply(self, plan: PlanTier) -> PlanTier:
+        """The plan with this override's values in place of the plan's."""
+        changes = {k: v for k, v in vars(self).items() if v is not None}
+        return replace(plan, **changes)
 
 
 DEFAULT_PLAN = PlanTier(name="default")
@@ -89,11 +151,23 @@ class Register:
     ownership: tuple[FieldOwner, ...]
     plans: dict[str, PlanTier] = field(default_factory=dict)
     client_plans: dict[str, str] = field(default_factory=dict)  # client id -> plan name
+    client_overrides: dict[str, ClientOverride] = field(default_factory=dict)  # by client id
+    webhook_limits: dict[str, Rate] = field(default_factory=dict)  # by connection, or default
 
     def plan_for(self, client_id: str) -> PlanTier:
-        """The plan that limits a client: its own if the register names one, else default."""
+        """The limits of a client: its plan (else default), with its own overrides applied."""
         name = self.client_plans.get(client_id, "default")
-        return self.plans.get(name) or self.plans.get("default") or DEFAULT_PLAN
+        plan = self.plans.get(name) or self.plans.get("default") or DEFAULT_PLAN
+        override = self.client_overrides.get(client_id)
+        return override.apply(plan) if override is not None else plan
+
+    def webhook_limit_for(self, connection: str) -> Rate:
+        """The throttle on webhooks a connection's vendor sends us."""
+        return (
+            self.webhook_limits.get(connection)
+            or self.webhook_limits.get("default")
+            or DEFAULT_WEBHOOK_RATE
+        )
 
     def destinations_for(self, event_type: str) -> list[str]:
         """Connection names subscribed to an event type, in register order, without repeats."""

@@ -115,6 +115,8 @@ class HubSpotSandbox(Sandbox):
                 self.objects[kind][record["id"]] = record
             record["properties"].update({**props, prop: value})
             record["updatedAt"] = _now()
+            self.record(request, entity=f"{kind}/{record['id']}", key=f"{prop}={value}",
+                        created=created)  # fmt: skip
             results.append({**record, "new": created})
         return json_response(
             200,
@@ -132,6 +134,7 @@ class HubSpotSandbox(Sandbox):
             return problem
         record["properties"].update(props)
         record["updatedAt"] = _now()
+        self.record(request, entity=f"{kind}/{object_id}")
         return json_response(200, record)
 
     def _get(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
@@ -145,6 +148,7 @@ class HubSpotSandbox(Sandbox):
         if contact not in self.objects["contacts"] or company not in self.objects["companies"]:
             return _error(404, "OBJECT_NOT_FOUND", "Object not found")
         self.associations.add((contact, company))
+        self.record(request, entity=f"contacts/{contact}", key=f"company={company}")
         return json_response(
             200,
             {

@@ -17,6 +17,10 @@ from synchub.connectors.sandbox import Sandbox, json_response
 from synchub.core.clock import Clock, SystemClock
 from synchub.core.errors import SignatureError
 
+# The secret of the product behind the shared sandbox server (`synchub sandbox serve`): every
+# synchub process must sign for it, so it is fixed and public, like the other sandbox tokens.
+SHARED_SANDBOX_SECRET = "whsec_c3luY2h1Yi1zYW5kYm94LXByb2R1Y3QtY2FsbGJhY2s="  # noqa: S105
+
 
 class ProductSandbox(Sandbox):
     """The product's callback endpoint and its accounts."""
@@ -53,4 +57,5 @@ class ProductSandbox(Sandbox):
         account.update(entitled=data["entitled"], billing_status=data["billing_status"])
         account["history"].append(body["type"])
         self.seen.add(msg_id)
+        self.record(request, entity=f"accounts/{data['customer_id']}", key=msg_id, created=True)
         return httpx.Response(204)

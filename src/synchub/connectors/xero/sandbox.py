@@ -158,11 +158,14 @@ class XeroSandbox(Sandbox):
                     "The contact name must be unique across all active contacts."
                 )
         contact_id = contact_id or str(uuid.uuid4())
+        created = contact_id not in self.contacts
         record = self.contacts.setdefault(
             contact_id, {"ContactID": contact_id, "ContactStatus": "ACTIVE"}
         )
         record.update({k: v for k, v in body.items() if k != "ContactID"})
         record["UpdatedDateUTC"] = format_xero_offset(datetime.now(UTC))
+        self.record(request, entity=f"Contacts/{contact_id}", key=record.get("ContactNumber"),
+                    created=created)  # fmt: skip
         return self._ok("Contacts", record)
 
     def _list(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
@@ -204,6 +207,7 @@ class XeroSandbox(Sandbox):
                 if current["AmountPaid"] > 0:
                     return validation_error("Invoice not of valid status for modification")
                 current["Status"] = "VOIDED"
+                self.record(request, entity=f"Invoices/{invoice_id}", key=current["Reference"])
                 return self._ok("Invoices", current)
             if current["Status"] != "DRAFT":
                 return validation_error("Invoice not of valid status for modification")
@@ -223,7 +227,8 @@ class XeroSandbox(Sandbox):
         inclusive = body.get("LineAmountTypes") == "Inclusive"
         subtotal = line_total - tax if inclusive else line_total
         invoice_id = invoice_id or str(uuid.uuid4())
-        if invoice_id not in self.invoices:
+        created = invoice_id not in self.invoices
+        if created:
             self._invoice_seq += 1
         record = {
             "InvoiceID": invoice_id,
@@ -245,6 +250,8 @@ class XeroSandbox(Sandbox):
             "UpdatedDateUTC": format_xero_offset(datetime.now(UTC)),
         }
         self.invoices[invoice_id] = record
+        self.record(request, entity=f"Invoices/{invoice_id}", key=record["Reference"],
+                    created=created)  # fmt: skip
         return self._ok("Invoices", record)
 
     def _get_invoice(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
@@ -279,4 +286,6 @@ class XeroSandbox(Sandbox):
             "Invoice": {"InvoiceID": invoice["InvoiceID"]},
         }
         self.payments[payment_id] = record
+        self.record(request, entity=f"Payments/{payment_id}",
+                    key=f"invoice={invoice['InvoiceID']}", created=True)  # fmt: skip
         return self._ok("Payments", record)
