@@ -1,4 +1,4 @@
-"""fair use: usage counters and concurrency slots
+"""golden records: match candidates, crosswalk history, merges
 
 Revision ID: 0006
 Revises: 0005
