@@ -261,7 +261,7 @@ def build_authorization_server(
         record_audit(conn, key=key, at=clock.now(), **entry)
 
     return AuthorizationServer(
-        db, kek=kek, clock=clock, issuer=settings.public_url.rstrip("/"), audit=audit
+        db, kek=kek, clock=clock, issuer=settings.resolved_public_url(), audit=audit
     )
 
 

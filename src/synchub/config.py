@@ -20,8 +20,9 @@ class Settings(BaseSettings):
     register_dir: Path = Path("register")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    public_url: str = Field(
-        default="http://127.0.0.1:8080", description="the API's base URL: the OAuth issuer"
+    public_url: str | None = Field(
+        default=None,
+        description="the API's base URL: the OAuth issuer; default: http://{host}:{port}",
     )
     key_encryption_key: SecretStr | None = Field(
         default=None,
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
         description="an HTTP(S) proxy that every partner webhook goes out through; default: "
         "direct, to the addresses the SSRF guard checked",
     )
+
+    def resolved_public_url(self) -> str:
+        """The API's base URL without a trailing slash; follows host and port unless set."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data directory."""
