@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from synchub.audit.service import chain_key
+from synchub.audit.service import ChainHead, chain_key
 from synchub.audit.service import record as record_audit
 from synchub.auth.keys import load_or_create_kek
 from synchub.auth.model import workspace_kind
@@ -120,6 +120,7 @@ class Hub:
     auth: AuthorizationServer | None = None
     ratelimiter: RateLimiter | None = None
     audit_key: bytes = b""
+    audit_head: ChainHead = field(default_factory=ChainHead)  # spares a read per entry (ADR 0015)
     idempotency: InFlight = field(default_factory=InFlight)
     webhooks: PartnerWebhooks | None = None  # partner webhook endpoints (ADR 0009)
     workspace_sandboxes: dict[str, tuple[Sandboxes, dict[str, Destination]]] = field(

@@ -105,3 +105,16 @@ def test_token_requests_are_limited_per_client_id(harness: Harness) -> None:
                 for _ in range(21)]  # fmt: skip
     assert statuses[:20] == [401] * 20
     assert statuses[20] == 429
+
+
+def test_a_refused_scope_still_carries_the_headers_and_spends_room(
+    tight: tuple[Harness, dict[str, str]],
+) -> None:
+    harness, auth = tight
+    forbidden = harness.http.get("/v1/deliveries", headers=auth)  # needs read:deliveries
+    assert forbidden.status_code == 403
+    assert forbidden.headers["RateLimit"].startswith('"default";r=1;')
+    assert "RateLimit-Policy" in forbidden.headers
+    # A client that keeps calling what it may not is throttled like any other.
+    assert harness.http.get("/v1/deliveries", headers=auth).status_code == 403
+    assert harness.http.get("/v1/deliveries", headers=auth).status_code == 429

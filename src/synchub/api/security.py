@@ -2,6 +2,12 @@
 
 Each operation declares its one scope through `require(scope)`; FastAPI writes it into the
 OpenAPI document as `security: [{"oauth2": [scope]}]`.
+
+The check runs on the event loop when it needs no I/O: a token checked recently is answered
+from the authorization server's memory (ADR 0015) and the in-memory rate limiter is a few
+dictionary operations, so a hop to the thread pool would cost more than the work. A store
+read (first sight of a token, a stale revocation answer) or a Redis round trip goes to a
+thread, so the loop never waits on I/O.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
 
@@ -36,17 +43,29 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def _principal(
+async def _principal(
     security_scopes: SecurityScopes,
     request: Request,
     _token: Annotated[str | None, Depends(oauth2)],
 ) -> Principal:
-    principal: Principal = request.app.state.hub.auth.verify_token(bearer_token(request))
+    hub = request.app.state.hub
+    token = bearer_token(request)
+    remembered: Principal | None = hub.auth.principal_from_memory(token)
+    principal: Principal = (
+        remembered
+        if remembered is not None
+        else await run_in_threadpool(hub.auth.verify_token, token)
+    )
+    request.state.principal = principal
+    # Fair use before the scope check: a client that keeps calling what it may not is still
+    # throttled, and its 403 carries the RateLimit headers like every other /v1 answer.
+    if hub.ratelimiter is None or not hub.ratelimiter.does_io:
+        enforce(request, principal)
+    else:
+        await run_in_threadpool(enforce, request, principal)
     for scope in security_scopes.scopes:
         if not principal.has_scope(scope):
             raise InsufficientScopeError(f"this needs the {scope} scope", scope=scope)
-    request.state.principal = principal
-    enforce(request, principal)
     return principal
 
 

@@ -72,6 +72,7 @@ def run_write(
             workspace=ctx.workspace,
             target=str(result.get("id") or result.get("count") or ""),
             request_id=request_id(request),
+            head=hub.audit_head,
         )
         return status, body_out
 
@@ -90,6 +91,7 @@ def run_write(
                 workspace=ctx.workspace,
                 target=str(outcome.body.get("id") or ""),
                 request_id=request_id(request),
+                head=hub.audit_head,
             )
     if hub_wake := getattr(request.app.state, "on_event_received", None):
         hub_wake()

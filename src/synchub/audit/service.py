@@ -26,6 +26,17 @@ def _digest(key: bytes, prev_hash: str, entry: dict[str, Any]) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+class ChainHead:
+    """The hash this process last appended: a hint that spares reading the head, never trusted.
+
+    The append it enables checks inside the database that the hint is still the head, so a
+    stale hint (another process wrote, or our transaction rolled back) costs only a read.
+    """
+
+    def __init__(self) -> None:
+        self.hash: str | None = None
+
+
 def record(
     conn: Connection,
     *,
@@ -37,17 +48,33 @@ def record(
     workspace: str | None = None,
     target: str | None = None,
     request_id: str | None = None,
+    head: ChainHead | None = None,
 ) -> str:
-    """Append one entry (ids only, never payloads or secrets); returns its id."""
+    """Append one entry (ids only, never payloads or secrets); returns its id.
+
+    With a `head` hint, the entry is chained to the remembered hash if that is still the
+    newest (one statement); otherwise, or without a hint, the head is read first.
+    """
     store.lock_chain(conn)
-    prev = store.last_hash(conn)
-    entry = {"id": "aud_" + new_id("event").partition("_")[2], "at": at, "workspace": workspace,
+    entry: dict[str, Any] = {
+             "id": "aud_" + new_id("event").partition("_")[2], "at": at, "workspace": workspace,
              "actor": actor, "action": action, "target": target, "outcome": outcome,
              "request_id": request_id}  # fmt: skip
+    if head is not None and head.hash is not None:
+        _chain(key, head.hash, entry)
+        if store.append_after_head(conn, entry):
+            head.hash = str(entry["hash"])
+            return str(entry["id"])
+    _chain(key, store.last_hash(conn), entry)
+    store.append(conn, entry)
+    if head is not None:
+        head.hash = str(entry["hash"])
+    return str(entry["id"])
+
+
+def _chain(key: bytes, prev: str, entry: dict[str, Any]) -> None:
     entry["prev_hash"] = prev
     entry["hash"] = _digest(key, prev, entry)
-    store.append(conn, entry)
-    return str(entry["id"])
 
 
 def verify_chain(conn: Connection, *, key: bytes) -> list[str]:

@@ -27,21 +27,55 @@ audit_log = sa.Table(
 )  # fmt: skip
 
 
+# Every write request appends an entry: its statements are built once and executed with
+# parameters, so SQLAlchemy reuses the compiled form instead of rebuilding and re-keying it.
+_HEAD = sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+_APPEND = sa.insert(audit_log)
+_LOCK = sa.select(sa.func.pg_advisory_xact_lock(0x5A5D17))
+
+
 def last_hash(conn: Connection) -> str:
-    """The hash of the newest entry ("" for an empty log)."""
-    query = sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-    return str(conn.execute(query).scalar_one_or_none() or "")
+    """The hash of the newest entry ("" for an empty log): one probe of the primary key."""
+    return str(conn.execute(_HEAD).scalar_one_or_none() or "")
 
 
 def append(conn: Connection, row: dict[str, Any]) -> None:
     """Insert one entry."""
-    conn.execute(sa.insert(audit_log).values(**row))
+    conn.execute(_APPEND, row)
+
+
+# The same append, made only if `prev_hash` is still the newest entry's hash, which the insert
+# reads itself: a writer that remembers the head it wrote last needs no separate read.
+_FIELDS = [c for c in audit_log.c if c.name != "seq"]
+_APPEND_AFTER_HEAD = (
+    sa.insert(audit_log)
+    .from_select(
+        [c.name for c in _FIELDS],
+        sa.select(*[sa.bindparam(f"p_{c.name}", type_=c.type) for c in _FIELDS]).where(
+            sa.func.coalesce(_HEAD.scalar_subquery(), "")
+            == sa.bindparam("p_head", type_=audit_log.c.prev_hash.type)
+        ),
+    )
+    .execution_options(preserve_rowcount=True)
+)  # psycopg reports no rowcount for it otherwise
+
+
+def append_after_head(conn: Connection, row: dict[str, Any]) -> bool:
+    """Insert one entry if its prev_hash is the newest entry's hash; False (nothing written)
+    if another entry came first. Call with the chain locked, like `append`."""
+    params = {f"p_{c.name}": row[c.name] for c in _FIELDS}
+    return conn.execute(_APPEND_AFTER_HEAD, {**params, "p_head": row["prev_hash"]}).rowcount == 1
 
 
 def lock_chain(conn: Connection) -> None:
-    """PostgreSQL: serialise appends so the hash chain has no forks (SQLite has one writer)."""
+    """PostgreSQL: serialise appends so the hash chain has no forks (SQLite has one writer).
+
+    The head must be read by a later statement than the one that takes the lock: under READ
+    COMMITTED a statement sees the snapshot taken when it started, which is before it waited
+    for the lock, so a head read in the same statement could miss the previous holder's entry.
+    """
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x5A5D17)))
+        conn.execute(_LOCK)
 
 
 def page(

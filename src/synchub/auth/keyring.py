@@ -40,8 +40,10 @@ class KeyRing:
     """Our signing keys. Signs with the newest active key; verifies with any published one.
 
     Public keys are cached by kid (re-read every few minutes, or on an unknown kid at most
-    once a minute); private keys are cached once opened. Which key signs is read from the
-    store on each grant, so a key from a rolled-back transaction is never used to sign.
+    once a minute): a kid is the key's thumbprint, so a cached key never goes out of date,
+    only out of publication, which the cache re-reads. Private keys are cached once opened.
+    Which key signs is read from the store on each grant, so a key from a rolled-back
+    transaction is never used to sign.
     """
 
     def __init__(
@@ -111,6 +113,12 @@ class KeyRing:
         if self._public.needs_reload(kid, now):
             with reading(self._db, conn) as reader:
                 self._public.replace(store.published_signing_keys(reader, now=now), now)
+        return self._public.find(kid, now)
+
+    def cached_verification_key(self, kid: str, now: datetime) -> VerificationKey | None:
+        """The published key `kid` if the cache can answer without a store read, else None."""
+        if self._public.needs_reload(kid, now):
+            return None
         return self._public.find(kid, now)
 
     def _create(

@@ -12,13 +12,16 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
 from synchub.auth import store
 from synchub.auth.access_token import (
     ALLOWED_ALGORITHMS,
+    CheckedToken,
+    CheckedTokens,
+    RecentlyUsable,
     has_valid_signature,
     new_token_id,
     read_access_token,
@@ -65,6 +68,7 @@ from synchub.db import Database
 Audit = Callable[..., None]
 CLIENT_PREFIX = "cli_"
 CLIENT_REFUSED = "client authentication failed"
+REVOCATION_CACHE_TTL = timedelta(seconds=1)  # the bound on seeing another process's revocation
 _CLIENT_ID = re.compile(r"cli_[0-9A-HJKMNP-TV-Z]{26}")
 _MAX_NAME = 200
 
@@ -72,9 +76,11 @@ _MAX_NAME = 200
 class AuthorizationServer:
     """Issues, checks, revokes and describes the hub's access tokens.
 
-    Holds the key ring (public keys cached by kid, so checking a token reads the store only
-    for its revocation) and recent successful secret checks (so a repeat token request skips
-    scrypt). `verify_token` may run without a connection; it then reads in its own
+    Holds the key ring (public keys cached by kid), recent successful secret checks (so a
+    repeat token request skips scrypt), tokens that already passed their signature and claim
+    checks, and "not revoked" answers trusted for `revocation_cache_ttl` (ADR 0015: a
+    revocation made by another process is honoured within that time; one made by this
+    process at once). `verify_token` may run without a connection; it then reads in its own
     read-only transaction.
     """
 
@@ -87,6 +93,7 @@ class AuthorizationServer:
         issuer: str,
         audit: Audit,
         token_lifetime: timedelta = ACCESS_TOKEN_LIFETIME,
+        revocation_cache_ttl: timedelta = REVOCATION_CACHE_TTL,
     ) -> None:
         if not timedelta(0) < token_lifetime <= MAX_ACCESS_TOKEN_LIFETIME:
             raise ConfigError("access tokens must live more than 0 s and at most 15 minutes")
@@ -101,6 +108,11 @@ class AuthorizationServer:
         self._clock = clock
         self._audit = audit
         self._secrets = VerifiedSecrets()
+        self._checked = CheckedTokens()
+        try:
+            self._usable = RecentlyUsable(revocation_cache_ttl)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
     # --- clients ---
 
@@ -132,6 +144,7 @@ class AuthorizationServer:
             raise NotFoundError(f"no client {client_id}")
         client = found[0]
         self._secrets.forget(client_id)
+        self._usable.forget_all()
         if client.is_revoked:
             return client
         now = self._clock.now()
@@ -233,9 +246,33 @@ class AuthorizationServer:
 
         Checks, in this order: typ is at+jwt, iss is us, aud holds our API, the signature
         by one of our published keys with an allowed algorithm, exp and nbf (60 s skew),
-        and finally that neither the token nor its client was revoked.
+        and finally that neither the token nor its client was revoked (a "no" read within
+        the revocation cache ttl may stand in for a read, ADR 0015).
         """
-        return self._checked_claims(token, conn, check_revocation=True).to_principal()
+        claims = self._checked_claims(token, conn, check_revocation=True, fresh=False)
+        return claims.to_principal()
+
+    def principal_from_memory(self, token: str) -> Principal | None:
+        """The caller, if every check of `token` can be answered from memory; else None.
+
+        Never reads the store, so it suits an event loop; None means "call verify_token",
+        which gives the reason for a refusal.
+        """
+        checked = self._checked.find(token)
+        if checked is None:
+            return None
+        now = self._clock.now()
+        found = self.keys.cached_verification_key(checked.kid, now)
+        if found is None or not checked.is_signed_by(found.record):
+            return None
+        claims = checked.claims
+        try:
+            check_token_time(claims, now)
+        except AuthenticationError:
+            return None
+        if not self._usable.is_usable(claims.token_id, claims.client_id, now):
+            return None
+        return claims.to_principal()
 
     def revoke(
         self, conn: Connection, token: str, *, requester: str | None = None
@@ -245,7 +282,7 @@ class AuthorizationServer:
         With a `requester`, a token issued to another client is refused, not revoked.
         """
         try:
-            claims = self._checked_claims(token, conn, check_revocation=False)
+            claims = self._checked_claims(token, conn, check_revocation=False, fresh=True)
         except AuthenticationError:
             return RevocationOutcome.NOT_ACTIVE
         if requester is not None and claims.client_id != requester:
@@ -256,6 +293,7 @@ class AuthorizationServer:
         until = from_unix(claims.exp) + CLOCK_SKEW
         if not store.insert_revoked_token(conn, claims.token_id, expires_at=until):
             return RevocationOutcome.NOT_ACTIVE
+        self._usable.forget_all()
         self._record(
             conn,
             "access_token.revoked",
@@ -271,9 +309,10 @@ class AuthorizationServer:
         """RFC 7662: the token's claims if active, else exactly {"active": False}.
 
         With a `requester`, tokens of other clients are reported inactive (no token scanning).
+        Revocation is always read from the store here, never from the cache.
         """
         try:
-            claims = self._checked_claims(token, conn, check_revocation=True)
+            claims = self._checked_claims(token, conn, check_revocation=True, fresh=True)
         except AuthenticationError:
             return {"active": False}
         if requester is not None and claims.client_id != requester:
@@ -281,8 +320,24 @@ class AuthorizationServer:
         return claims.to_introspection()
 
     def _checked_claims(
-        self, token: str, conn: Connection | None, *, check_revocation: bool
+        self, token: str, conn: Connection | None, *, check_revocation: bool, fresh: bool
     ) -> AccessTokenClaims:
+        checked = self._checked.find(token)
+        if checked is None:
+            checked = self._verified(token, conn)
+            self._checked.add(token, checked)
+        else:  # the token passed before: only its key's publication can have changed
+            found = self.keys.verification_key(checked.kid, conn)
+            if found is None or not checked.is_signed_by(found.record):
+                raise AuthenticationError("unknown signing key")
+        claims = checked.claims
+        now = self._clock.now()
+        check_token_time(claims, now)
+        if check_revocation and not self._is_usable(claims, conn, now=now, fresh=fresh):
+            raise AuthenticationError("token revoked")
+        return claims
+
+    def _verified(self, token: str, conn: Connection | None) -> CheckedToken:
         unverified = read_access_token(token)
         check_token_type(unverified.header)
         check_issuer(unverified.claims, self.issuer)
@@ -296,15 +351,20 @@ class AuthorizationServer:
         if alg != found.record.alg or not has_valid_signature(unverified, found.key, alg):
             raise AuthenticationError("bad signature")
         claims = parse_access_token_claims(unverified.claims)
-        check_token_time(claims, self._clock.now())
-        if check_revocation:
-            with reading(self._db, conn) as reader:
-                usable = store.is_token_usable(
-                    reader, jti=claims.token_id, client_id=claims.client_id
-                )
-            if not usable:
-                raise AuthenticationError("token revoked")
-        return claims
+        return CheckedToken(found.record.kid, alg, found.record.public_jwk, claims)
+
+    def _is_usable(
+        self, claims: AccessTokenClaims, conn: Connection | None, *, now: datetime, fresh: bool
+    ) -> bool:
+        token_id, client_id = claims.token_id, claims.client_id
+        if not fresh and self._usable.is_usable(token_id, client_id, now):
+            return True
+        generation = self._usable.generation
+        with reading(self._db, conn) as reader:
+            usable = store.is_token_usable(reader, jti=token_id, client_id=client_id)
+        if usable:
+            self._usable.remember(token_id, client_id, read_at=now, generation=generation)
+        return usable
 
     # --- signing keys ---
 

@@ -85,9 +85,14 @@ def _client(row: Any) -> ApiClient:
     )  # fmt: skip
 
 
+# Read paths run on every token request or check: built once, executed with parameters, so
+# SQLAlchemy reuses the compiled statement instead of rebuilding and re-keying it each time.
+_FIND_CLIENT = sa.select(api_clients).where(api_clients.c.client_id == sa.bindparam("client_id"))
+
+
 def find_client_credential(conn: Connection, client_id: str) -> tuple[ApiClient, str] | None:
     """A client and its stored secret hash, or None if no such client."""
-    row = conn.execute(sa.select(api_clients).where(api_clients.c.client_id == client_id)).first()
+    row = conn.execute(_FIND_CLIENT, {"client_id": client_id}).first()
     return None if row is None else (_client(row), row.secret_hash)
 
 
@@ -134,12 +139,17 @@ def list_signing_keys(conn: Connection) -> list[SigningKey]:
     return [_signing_key(row) for row in conn.execute(query)]
 
 
+_PUBLISHED_KEYS = sa.select(*_KEY_COLUMNS).where(
+    sa.or_(
+        signing_keys.c.retired_at.is_(None),
+        signing_keys.c.retired_at > sa.bindparam("now", type_=UtcDateTime),
+    )
+)
+
+
 def published_signing_keys(conn: Connection, *, now: datetime) -> list[SigningKey]:
     """The keys not retired at `now` (no private halves)."""
-    query = sa.select(*_KEY_COLUMNS).where(
-        sa.or_(signing_keys.c.retired_at.is_(None), signing_keys.c.retired_at > now)
-    )
-    return [_signing_key(row) for row in conn.execute(query)]
+    return [_signing_key(row) for row in conn.execute(_PUBLISHED_KEYS, {"now": now})]
 
 
 def find_sealed_private_key(conn: Connection, kid: str) -> bytes | None:
@@ -164,15 +174,25 @@ def insert_revoked_token(conn: Connection, jti: str, *, expires_at: datetime) ->
     return conn.execute(insert.values(jti=jti, expires_at=expires_at)).first() is not None
 
 
+# Two primary-key probes in one statement: the token id is not revoked, the client is not.
+_USABLE = sa.select(
+    sa.and_(
+        ~sa.select(revoked_tokens.c.jti)
+        .where(revoked_tokens.c.jti == sa.bindparam("jti"))
+        .exists(),
+        sa.select(api_clients.c.client_id)
+        .where(
+            api_clients.c.client_id == sa.bindparam("client_id"),
+            api_clients.c.revoked_at.is_(None),
+        )
+        .exists(),
+    )
+)
+
+
 def is_token_usable(conn: Connection, *, jti: str, client_id: str) -> bool:
     """Whether a token id is not revoked and its client exists and is not revoked (one read)."""
-    revoked = sa.select(revoked_tokens.c.jti).where(revoked_tokens.c.jti == jti).exists()
-    active_client = (
-        sa.select(api_clients.c.client_id)
-        .where(api_clients.c.client_id == client_id, api_clients.c.revoked_at.is_(None))
-        .exists()
-    )
-    return bool(conn.execute(sa.select(sa.and_(~revoked, active_client))).scalar())
+    return bool(conn.execute(_USABLE, {"jti": jti, "client_id": client_id}).scalar())
 
 
 def delete_expired_revocations(conn: Connection, *, before: datetime) -> None:

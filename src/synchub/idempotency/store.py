@@ -27,15 +27,27 @@ idempotency_keys = sa.Table(
 )  # fmt: skip
 
 
-def _where(scope: Scope) -> list[sa.ColumnElement[bool]]:
-    t = idempotency_keys
-    return [t.c.client_id == scope.client_id, t.c.method == scope.method,
-            t.c.route == scope.route, t.c.key == scope.key]  # fmt: skip
+# Built once and executed with parameters (every write request runs them): SQLAlchemy then
+# reuses the compiled statements instead of rebuilding and re-keying them per request.
+_t = idempotency_keys.c
+_FIND = sa.select(idempotency_keys).where(
+    _t.client_id == sa.bindparam("client_id"), _t.method == sa.bindparam("method"),
+    _t.route == sa.bindparam("route"), _t.key == sa.bindparam("key"),
+)  # fmt: skip
+_SAVE = sa.insert(idempotency_keys)
+_TRY_LOCK = sa.select(
+    sa.func.pg_try_advisory_xact_lock(sa.bindparam("lock_id", type_=sa.BigInteger))
+)
+
+
+def _key_of(scope: Scope) -> dict[str, str]:
+    return {"client_id": scope.client_id, "method": scope.method, "route": scope.route,
+            "key": scope.key}  # fmt: skip
 
 
 def find(conn: Connection, scope: Scope) -> dict[str, Any] | None:
-    """The stored outcome for a key, if any."""
-    row = conn.execute(sa.select(idempotency_keys).where(*_where(scope))).mappings().first()
+    """The stored outcome for a key, if any (one primary-key probe)."""
+    row = conn.execute(_FIND, _key_of(scope)).mappings().first()
     return dict(row) if row else None
 
 
@@ -50,10 +62,9 @@ def save(
     expires_at: datetime,
 ) -> None:
     """Store a finished request's outcome."""
-    conn.execute(sa.insert(idempotency_keys).values(
-        client_id=scope.client_id, method=scope.method, route=scope.route, key=scope.key,
-        fingerprint=fingerprint, status_code=status_code, response_body=body, created_at=now,
-        expires_at=expires_at))  # fmt: skip
+    conn.execute(_SAVE, {**_key_of(scope), "fingerprint": fingerprint,
+                         "status_code": status_code, "response_body": body,
+                         "created_at": now, "expires_at": expires_at})  # fmt: skip
 
 
 def delete_expired(conn: Connection, *, now: datetime) -> int:
@@ -66,5 +77,4 @@ def try_lock(conn: Connection, scope: Scope) -> bool:
     """PostgreSQL: take a transaction-scoped advisory lock on the key, without waiting."""
     if conn.dialect.name != "postgresql":
         return True  # SQLite serialises writers; the in-process registry covers threads
-    query = sa.select(sa.func.pg_try_advisory_xact_lock(scope.lock_id()))
-    return bool(conn.execute(query).scalar_one())
+    return bool(conn.execute(_TRY_LOCK, {"lock_id": scope.lock_id()}).scalar_one())

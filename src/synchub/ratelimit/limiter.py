@@ -19,6 +19,10 @@ class RateLimiter(Protocol):
     contain `{` or `}`.
     """
 
+    # Whether a decision waits on I/O (a network round trip): callers on an event loop run
+    # such limiters in a thread and call the others directly.
+    does_io: bool
+
     def check(self, key: str, limit: Limit, *, cost: int = 1) -> Decision:
         """Run GCRA for (key, limit.policy) and record the request if admitted."""
         ...

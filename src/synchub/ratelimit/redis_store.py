@@ -53,6 +53,8 @@ class RedisRateLimiter:
     instead of Redis TIME, so all callers must share that clock.
     """
 
+    does_io = True
+
     def __init__(
         self, client: redis.Redis, clock: Clock | None = None, *, prefix: str = DEFAULT_PREFIX
     ) -> None:

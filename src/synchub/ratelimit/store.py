@@ -58,6 +58,8 @@ class _Usage:
 class MemoryRateLimiter:
     """Rate-limit state in this process (tests, demo mode, single-process deployments)."""
 
+    does_io = False
+
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._lock = threading.Lock()
