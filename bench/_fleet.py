@@ -125,7 +125,8 @@ class Fleet:
             raise RuntimeError(f"a worker process exited: {dead}")
 
     def wake(self) -> None:
-        """Wake in-process workers, as `synchub serve` does when work arrives; processes poll."""
+        """Wake in-process workers, as `synchub serve` does when work arrives; processes are
+        woken by the outbox write's NOTIFY."""
         for worker in self.in_process:
             worker.wake()
 

@@ -14,8 +14,9 @@ delivery marked succeeded); C, a bare loop that claims due rows (FOR UPDATE SKIP
 PostgreSQL) and marks them done, one loop per worker, no HTTP. Each variant moves the same
 number of deliveries. The figures are medians of the per-round ratios B/A and B/C. On SQLite
 the workers are threads of this process sharing one hub (one writer), woken when work is
-enqueued as `synchub serve` does; on PostgreSQL they are `synchub worker` processes, which
-poll. See bench/_fleet.py for how the baselines match each layout.
+enqueued as `synchub serve` does; on PostgreSQL they are `synchub worker` processes, woken by
+the NOTIFY that the outbox write sends on commit (polling is their fallback). See
+bench/_fleet.py for how the baselines match each layout.
 
 Then, with the fewest workers: enqueue-to-first-attempt (outbox commit returned → callback
 arrived at the sink, per delivery) p50 ÷ the p50 of one small INSERT + COMMIT through the same
@@ -157,7 +158,7 @@ def measure_first_attempt(fleet: Fleet, sink: Sink, samples: int) -> dict[str, A
     return {
         "pickup": "woken on enqueue (as synchub serve)"
         if fleet.in_process
-        else f"polled: idle workers sleep {IDLE_SLEEP_SECONDS} s between passes",
+        else f"woken by NOTIFY on commit (fallback: a poll every {IDLE_SLEEP_SECONDS} s)",
         "first_attempt_p50_ms": round(p50 * 1000, 2),
         "first_attempt_p90_ms": round(statistics.quantiles(firsts, n=10)[-1] * 1000, 2),
         "commit_p50_ms": round(commit * 1000, 3),

@@ -1,9 +1,8 @@
-"""The delivery loop: lease due deliveries, call the destination outside any transaction,
-record the outcome. Retries use full jitter and honour Retry-After; exhausted or permanent
-failures become dead letters with the reason and the vendor's last (redacted) answer.
-
-Each outcome also feeds the destination's circuit breaker and retry throttle, in the same
-transaction (events/breaker.py); while an attempt runs, its lease is renewed (ADR 0008)."""
+"""The delivery loop: lease due deliveries (with their events and links, in the claim's
+transaction), call the destination outside any transaction, record the outcome
+(events/outcome.py: retries with full jitter and Retry-After, dead letters, the breaker).
+While an attempt runs, its lease is renewed (ADR 0008). `deliver_due` attempts one batch and
+waits for it; events/pool.py keeps a pool of threads busy instead (ADR 0014)."""
 
 from __future__ import annotations
 
@@ -11,27 +10,19 @@ import random
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
 
 from synchub.connectors.base import Attempt, Delivered, Destination, OutboundEvent
-from synchub.connectors.http import ResponseSummary, redact_text, response_of
 from synchub.core.clock import Clock
-from synchub.core.errors import (
-    DependencyPendingError,
-    HubError,
-    LinkConflictError,
-    PermanentError,
-    RateLimitedError,
-    TransientError,
-)
+from synchub.core.errors import HubError, PermanentError, TransientError
 from synchub.db import Database
 from synchub.events import store
-from synchub.events.breaker import Health, Signal
-from synchub.events.retry import Uniform, full_jitter_delay, is_exhausted, outlives_budget
-from synchub.mdm.service import links_at, record_link
+from synchub.events.outcome import record_outcome
+from synchub.events.retry import Uniform
+from synchub.mdm.service import links_at
 from synchub.register.model import BreakerPolicy, RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -72,6 +63,36 @@ class DeliveryStats:
         """How many attempts were made."""
         return self.succeeded + self.retried + self.dead
 
+    def count(self, outcome: str) -> None:
+        """Add one attempt's outcome."""
+        self.outcomes.append(outcome)
+        if outcome == "succeeded":
+            self.succeeded += 1
+        elif outcome == "dead":
+            self.dead += 1
+        else:
+            self.retried += 1
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A leased delivery with what its attempt sends, read in the claim's transaction."""
+
+    delivery: store.Delivery
+    event: OutboundEvent | None  # None: the event is missing from the outbox
+
+
+def claim_work(
+    ctx: DeliveryContext, conn: Any, *, limit: int, health: store.Health_ | None = None
+) -> list[Claimed]:
+    """Lease up to `limit` due deliveries and read their events and links, in `conn`'s
+    transaction; start them only once it has committed. `health`: breaker rows already read."""
+    now = ctx.clock.now()
+    claimed, events = store.claim_with_events(
+        conn, now=now, owner=ctx.worker_id, lease_until=now + ctx.lease, limit=limit,
+        breaker_for=ctx.breaker_for, health=health)  # fmt: skip
+    return [Claimed(d, _outbound(conn, d, events.get(d.event_id))) for d in claimed]
+
 
 def deliver_due(
     ctx: DeliveryContext,
@@ -80,44 +101,41 @@ def deliver_due(
     pool: ThreadPoolExecutor | None = None,
 ) -> DeliveryStats:
     """Lease due deliveries and attempt each once; return what happened."""
-    now = ctx.clock.now()
     with ctx.db.write() as conn:
-        claimed = store.claim_due(conn, now=now, owner=ctx.worker_id, lease_until=now + ctx.lease,
-                                  limit=limit, breaker_for=ctx.breaker_for)  # fmt: skip
+        claimed = claim_work(ctx, conn, limit=limit)
     stats = DeliveryStats()
     for outcome in _attempt_all(ctx, claimed, pool):
-        stats.outcomes.append(outcome)
-        if outcome == "succeeded":
-            stats.succeeded += 1
-        elif outcome == "dead":
-            stats.dead += 1
-        else:
-            stats.retried += 1
+        stats.count(outcome)
     return stats
 
 
 def _attempt_all(
-    ctx: DeliveryContext, claimed: list[store.Delivery], pool: ThreadPoolExecutor | None
+    ctx: DeliveryContext, claimed: list[Claimed], pool: ThreadPoolExecutor | None
 ) -> list[str]:
     """Attempt each claimed delivery, renewing the leases of those still running meanwhile."""
     if not claimed:
         return []
     executor = pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="synchub-deliver")
     try:
-        futures = [executor.submit(_deliver_one, ctx, d) for d in claimed]
+        futures = {executor.submit(_attempt, ctx, c): c.delivery.id for c in claimed}
         running: set[Future[str]] = set(futures)
-        every = (ctx.heartbeat or ctx.lease / 3).total_seconds()
+        every = heartbeat_seconds(ctx)
         while running:
             _, running = wait(running, timeout=every)
             if running:
-                _renew(ctx, [d.id for d, f in zip(claimed, futures, strict=True) if f in running])
+                renew(ctx, [futures[f] for f in running])
         return [f.result() for f in futures]
     finally:
         if pool is None:
             executor.shutdown(wait=True)
 
 
-def _renew(ctx: DeliveryContext, delivery_ids: list[str]) -> None:
+def heartbeat_seconds(ctx: DeliveryContext) -> float:
+    """Real seconds between lease renewals of running attempts."""
+    return (ctx.heartbeat or ctx.lease / 3).total_seconds()
+
+
+def renew(ctx: DeliveryContext, delivery_ids: list[str]) -> None:
     """A heartbeat: push the leases of attempts still running further out."""
     try:
         with ctx.db.write() as conn:
@@ -131,16 +149,16 @@ def _renew(ctx: DeliveryContext, delivery_ids: list[str]) -> None:
                     held=held)  # fmt: skip
 
 
-def _outbound(conn: Any, delivery: store.Delivery, destination: str) -> OutboundEvent:
-    event = store.get_event(conn, delivery.event_id)
+def _outbound(
+    conn: Any, delivery: store.Delivery, event: dict[str, Any] | None
+) -> OutboundEvent | None:
     if event is None:
-        raise PermanentError(f"event {delivery.event_id} is missing from the outbox")
+        return None
     payload = event["payload"]
     obj = payload.get("object", {})
     ids = [obj.get("id"), *(obj.get(f) for f in _ID_FIELDS)]
-    links = links_at(
-        conn, workspace=delivery.workspace, system=destination, canonical_ids=[i for i in ids if i]
-    )
+    links = links_at(conn, workspace=delivery.workspace, system=delivery.destination,
+                     canonical_ids=[i for i in ids if i])  # fmt: skip
     return OutboundEvent(
         id=event["id"],
         type=event["type"],
@@ -152,7 +170,20 @@ def _outbound(conn: Any, delivery: store.Delivery, destination: str) -> Outbound
     )
 
 
-def _deliver_one(ctx: DeliveryContext, delivery: store.Delivery) -> str:
+def _claim_one(ctx: DeliveryContext) -> Callable[[Any, store.Health_ | None], list[Claimed]]:
+    return lambda conn, health: claim_work(ctx, conn, limit=1, health=health)
+
+
+def _attempt(ctx: DeliveryContext, claimed: Claimed) -> str:
+    return deliver_one(ctx, claimed)[0]
+
+
+def deliver_one(
+    ctx: DeliveryContext, claimed: Claimed, *, claim_next: bool = False
+) -> tuple[str, Claimed | None]:
+    """Attempt one leased delivery outside any transaction and record the outcome; with
+    `claim_next`, lease this thread's next delivery in the outcome's transaction."""
+    delivery = claimed.delivery
     started = ctx.clock.now()
     destination = ctx.destinations(delivery.workspace).get(delivery.destination)
     policy = ctx.policy_for(delivery.destination)
@@ -161,174 +192,19 @@ def _deliver_one(ctx: DeliveryContext, delivery: store.Delivery) -> str:
     try:
         if destination is None:
             raise PermanentError(f"no destination named {delivery.destination!r} is configured")
-        with ctx.db.read() as conn:
-            event = _outbound(conn, delivery, delivery.destination)
+        if claimed.event is None:
+            raise PermanentError(f"event {delivery.event_id} is missing from the outbox")
         attempt = Attempt(
             delivery_id=delivery.id,
             idempotency_key=delivery.idempotency_key,
             number=delivery.attempts,
         )
-        result = destination.deliver(event, attempt)
+        result = destination.deliver(claimed.event, attempt)
     except HubError as exc:
         error = exc
     except Exception as exc:
         log.exception("delivery.crashed", delivery_id=delivery.id)
         error = TransientError(f"unexpected {type(exc).__name__} in destination")
-    return _record(ctx, delivery, policy, started, result, error, signal_of(error))
-
-
-def signal_of(error: HubError | None) -> Signal | None:
-    """What an attempt tells the breaker: None for outcomes that do not count (4xx, ours)."""
-    if error is None:
-        return Signal.SUCCESS
-    if isinstance(error, RateLimitedError):
-        return Signal.RATE_LIMITED
-    if isinstance(error, TransientError) and not isinstance(error, DependencyPendingError):
-        return Signal.FAILURE
-    return None
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """One attempt's result, ready to write."""
-
-    name: str  # succeeded | retry | dead
-    values: dict[str, Any]  # the delivery's new columns
-    signal: Signal | None
-    response: ResponseSummary | None
-    retry_after: float | None
-
-
-def _write_outcome(
-    ctx: DeliveryContext,
-    delivery: store.Delivery,
-    started: datetime,
-    now: datetime,
-    outcome: _Outcome,
-    result: Delivered | None,
-) -> bool:
-    """Record the outcome, the attempt, any new links and the breaker in one transaction.
-
-    False (and nothing written) when this worker no longer holds the delivery's lease.
-    """
-    try:
-        with ctx.db.write() as conn:
-            for link in result.links if result else []:
-                record_link(conn, workspace=delivery.workspace, entity=link.entity,
-                            canonical_id=link.canonical_id, system=delivery.destination,
-                            external_id=link.external_id, reason="delivered", at=now)  # fmt: skip
-            if not store.finish(conn, delivery.id, owner=ctx.worker_id, **outcome.values):
-                raise _LeaseLostError  # rolls back the links written above
-            response = outcome.response.as_dict() if outcome.response else None
-            store.record_attempt(conn, {
-                "delivery_id": delivery.id, "attempt": delivery.attempts, "started_at": started,
-                "finished_at": now, "outcome": outcome.name,
-                "status_code": outcome.values.get("last_status_code"),
-                "error": outcome.values.get("last_error"),
-                "retry_after_seconds": outcome.retry_after, "response": response,
-                "workspace": delivery.workspace, "destination": delivery.destination,
-                "breaker_signal": outcome.signal.value if outcome.signal else None,
-            })  # fmt: skip
-            if outcome.signal is not None:
-                _observe(ctx, conn, delivery, outcome.signal, outcome.retry_after, now)
-    except _LeaseLostError:
-        return False
-    return True
-
-
-def _observe(
-    ctx: DeliveryContext,
-    conn: Any,
-    delivery: store.Delivery,
-    signal: Signal,
-    retry_after: float | None,
-    now: datetime,
-) -> None:
-    key = (delivery.workspace, delivery.destination)
-    before, after = store.observe_health(
-        conn, key, signal, policy=ctx.breaker_for(delivery.destination), now=now,
-        retry_after=retry_after,
-        max_pause=ctx.policy_for(delivery.destination).max_age_seconds)  # fmt: skip
-    _log_transition(delivery, before, after)
-
-
-def _log_transition(delivery: store.Delivery, before: Health, after: Health) -> None:
-    fields = {"workspace": delivery.workspace, "destination": delivery.destination}
-    if after.state == "open" and after.opened_at != before.opened_at:
-        log.warning("breaker.opened", open_until=after.open_until,
-                    consecutive_failures=after.consecutive_failures, **fields)  # fmt: skip
-    elif after.state == "closed" and before.state != "closed":
-        log.info("breaker.closed", **fields)
-    if after.paused_until != before.paused_until:
-        log.info("destination.paused", paused_until=after.paused_until, **fields)
-
-
-class _LeaseLostError(Exception):
-    """Raised inside the transaction to roll it back when the lease has passed to another."""
-
-
-def _decide(
-    ctx: DeliveryContext,
-    delivery: store.Delivery,
-    policy: RetryPolicy,
-    now: datetime,
-    result: Delivered | None,
-    error: HubError | None,
-) -> tuple[str, dict[str, Any]]:
-    """succeeded, retry (with the next attempt time) or dead (with the reason)."""
-    if error is None and result is not None:
-        return "succeeded", {"status": "succeeded", "completed_at": now, "last_error": None}
-    status = getattr(error, "status", None)
-    message = redact_text(str(error))
-    age = now - delivery.created_at
-    if isinstance(error, TransientError) and not is_exhausted(delivery.attempts, age, policy):
-        delay = full_jitter_delay(
-            delivery.attempts, policy, uniform=ctx.uniform, retry_after=error.retry_after
-        )
-        if not outlives_budget(age, delay, policy):
-            return "retry", {"status": "pending", "next_attempt_at": now + delay,
-                             "last_error": message, "last_status_code": status}  # fmt: skip
-        wait_s, max_age = delay.total_seconds(), policy.max_age_seconds
-        reason = (f"{message}; the next attempt ({wait_s:.0f} s away) would be past the "
-                  f"destination's maximum age of {max_age:.0f} s")  # fmt: skip
-    elif isinstance(error, PermanentError):
-        reason = message
-    else:
-        reason = f"gave up after {delivery.attempts} attempts: {message}"
-    return "dead", {"status": "dead", "dead_reason": reason, "completed_at": now,
-                    "last_error": message, "last_status_code": status}  # fmt: skip
-
-
-def _record(
-    ctx: DeliveryContext,
-    delivery: store.Delivery,
-    policy: RetryPolicy,
-    started: datetime,
-    result: Delivered | None,
-    error: HubError | None,
-    signal: Signal | None,
-) -> str:
-    now = ctx.clock.now()
-    name, values = _decide(ctx, delivery, policy, now, result, error)
-    response = response_of(error) if error is not None else None
-    values["last_response"] = response.as_dict() if response else None
-    retry_after = error.retry_after if isinstance(error, TransientError) else None
-    outcome = _Outcome(name, values, signal, response, retry_after)
-    try:
-        if not _write_outcome(ctx, delivery, started, now, outcome, result):
-            log.warning("delivery.lease_lost", delivery_id=delivery.id)
-            return "lease_lost"
-    except LinkConflictError as exc:  # rolled back; the destination merged two of our records
-        conflict = PermanentError(f"{delivery.destination} answered with a record that "
-                                  f"belongs to another customer: {exc}")  # fmt: skip
-        return _record(ctx, delivery, policy, started, None, conflict, signal)
-    (log.warning if name == "dead" else log.info)(
-        "delivery.attempted",
-        delivery_id=delivery.id,
-        destination=delivery.destination,
-        event_type=delivery.event_type,
-        attempt=delivery.attempts,
-        outcome=name,
-        error=values.get("last_error"),
-    )
-    return name
+    then = _claim_one(ctx) if claim_next else None
+    name, after = record_outcome(ctx, delivery, policy, started, result, error, then=then)
+    return name, (after[0] if after else None)

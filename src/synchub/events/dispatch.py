@@ -6,16 +6,20 @@ On PostgreSQL two things could break order per entity (ADR 0008):
 - sequence numbers are taken at INSERT, but transactions commit in another order, so seq 11
   can be visible while seq 10 is still in flight. The dispatcher only fans out up to a
   watermark below which every number handed out has committed or rolled back: it notes the
-  last number handed out, then takes a fresh transaction id; once every transaction older
-  than that id has ended (`pg_snapshot_xmin`), so has every transaction holding a number up
-  to the one noted, because each writer takes its transaction id before its number
-  (store.insert_event).
+  last number handed out, then takes a transaction id; once every other transaction older
+  than that id has ended, so has every transaction holding a number up to the one noted,
+  because each writer takes its transaction id before its number (store.insert_event).
+  The id is the dispatch transaction's own, taken after it read the number (ADR 0014): one
+  transaction and one commit per pass instead of two. Its own id is never in its snapshot,
+  so "every other transaction older than mine has ended" can be judged in the same
+  transaction, and the rows are fanned out at once when it holds.
 SQLite has one writer at a time, so commits happen in sequence order already.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -71,19 +75,23 @@ def dispatch_outbox(
     *,
     limit: int = 500,
     state: Dispatcher | None = None,
+    then: Callable[[Connection], int] | None = None,
+    notify_as: str | None = None,
 ) -> int:
-    """Create the deliveries for undispatched outbox events; return how many events moved."""
+    """Create the deliveries for undispatched outbox events; return how many events moved.
+
+    `then` runs in the same transaction once deliveries exist (a worker claims its share
+    there, saving a commit before the first attempt) and says how many it took. On
+    PostgreSQL, with `notify_as`, deliveries left for others wake the listening workers when
+    the transaction commits (ADR 0014); the payload lets the sender skip its own notice.
+    """
     state = state or Dispatcher()
     up_to: int | None = None
-    if not db.is_sqlite:
-        _note_candidate(db, state.watermark)
     with db.write() as conn:
         if not db.is_sqlite:
             if not try_lock_dispatch(conn):
                 return 0  # another dispatcher is at work; it keeps the order
-            settled = state.watermark.settle(oldest_running_transaction(conn))
-            state.safe_seq = max(state.safe_seq, settled or 0)
-            up_to = state.safe_seq
+            up_to = _advance_watermark(conn, state)
         events = store.undispatched(conn, limit=limit, up_to=up_to)
         if not events:
             return 0
@@ -96,16 +104,22 @@ def dispatch_outbox(
         ]
         store.insert_deliveries(conn, rows)
         store.mark_dispatched(conn, [e["seq"] for e in events], at=now)
+        taken = then(conn) if then is not None and rows else 0
+        if notify_as is not None and not db.is_sqlite and taken < len(rows):
+            store.notify_work(conn, payload=notify_as)
     return len(events)
 
 
-def _note_candidate(db: Database, watermark: Watermark) -> None:
-    """Note the last seq handed out, then take a transaction id (in that order)."""
-    with db.write() as conn:
-        last = last_outbox_seq(conn)
-        if last is None or last <= watermark.noted:
-            return  # nothing handed out since the last candidate: no id to spend
-        watermark.note(last, new_transaction_id(conn))
+def _advance_watermark(conn: Connection, state: Dispatcher) -> int:
+    """Note the last seq handed out with this transaction's id (taken now, after it), then
+    settle: candidates whose id is at most the oldest other running transaction's are safe
+    (this transaction's own id is never in its snapshot; every older id has ended)."""
+    last = last_outbox_seq(conn)
+    if last is not None and last > state.watermark.noted:
+        state.watermark.note(last, new_transaction_id(conn))
+    settled = state.watermark.settle(oldest_running_transaction(conn) + 1)
+    state.safe_seq = max(state.safe_seq, settled or 0)
+    return state.safe_seq
 
 
 # -- PostgreSQL: the dispatcher's lock and the outbox watermark -----------------------------

@@ -13,7 +13,8 @@ from sqlalchemy.engine import Connection
 
 from synchub.db import UtcDateTime, metadata
 from synchub.events import breaker, breaker_store
-from synchub.events.breaker import Gate, Health, Kind, Signal, Window
+from synchub.events.breaker import Gate, Health, Kind
+from synchub.events.claim_sql import EVENT_COLUMNS, Shape, claim_statement, gate_params
 from synchub.register.model import BreakerPolicy
 
 outbox_events = sa.Table(
@@ -93,6 +94,9 @@ delivery_attempts = sa.Table(
 
 ACTIVE = ("pending", "in_flight")
 BreakerFor = Callable[[str], BreakerPolicy]
+WORK_CHANNEL = "synchub_work"  # NOTIFY: new outbox rows or deliveries (payload: who sent it)
+_XID_AND_NOTIFY = sa.text(f"SELECT pg_current_xact_id(), pg_notify('{WORK_CHANNEL}', '')")
+_NOTIFY = sa.text(f"SELECT pg_notify('{WORK_CHANNEL}', :payload)")
 
 
 @dataclass(frozen=True)
@@ -116,14 +120,21 @@ def insert_event(conn: Connection, values: dict[str, Any]) -> int:
     """Write one outbox row; return its sequence number.
 
     On PostgreSQL the transaction takes its id before the row takes its sequence number, so
-    the dispatcher can tell when every smaller number has committed or rolled back (ADR 0008).
+    the dispatcher can tell when every smaller number has committed or rolled back (ADR 0008),
+    and the same statement queues a NOTIFY on `WORK_CHANNEL`, sent when the transaction commits,
+    which wakes listening workers (ADR 0014; PostgreSQL folds repeats within a transaction).
     """
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_current_xact_id()"))
+        conn.execute(_XID_AND_NOTIFY)
     key = conn.execute(sa.insert(outbox_events).values(**values)).inserted_primary_key
     if key is None:
         raise RuntimeError("the database returned no sequence number for the outbox row")
     return int(key[0])
+
+
+def notify_work(conn: Connection, *, payload: str = "") -> None:
+    """Queue a NOTIFY on the work channel, sent if this transaction commits (PostgreSQL)."""
+    conn.execute(_NOTIFY, {"payload": payload})
 
 
 def undispatched(conn: Connection, *, limit: int, up_to: int | None = None) -> list[dict[str, Any]]:
@@ -159,6 +170,22 @@ def get_event(conn: Connection, event_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+_EVENTS = sa.select(outbox_events).where(
+    outbox_events.c.id.in_(sa.bindparam("ids", expanding=True))
+)
+
+
+def get_events(conn: Connection, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Outbox events by id (one query for a claimed batch)."""
+    if not event_ids:
+        return {}
+    rows = conn.execute(_EVENTS, {"ids": event_ids}).mappings()
+    return {row["id"]: dict(row) for row in rows}
+
+
+Health_ = dict[tuple[str, str], Health]  # every breaker row, read earlier in the transaction
+
+
 def claim_due(
     conn: Connection,
     *,
@@ -167,34 +194,60 @@ def claim_due(
     lease_until: datetime,
     limit: int,
     breaker_for: BreakerFor | None = None,
+    health: Health_ | None = None,
 ) -> list[Delivery]:
     """Lease due deliveries whose earlier deliveries for the same entity and destination are done.
 
     A pending delivery is due at next_attempt_at; an in-flight one whose lease expired (its
     worker died) is due again. PostgreSQL skips rows other workers hold (SKIP LOCKED).
     Destinations whose breaker is open or that a 429 paused are not claimed at all; half-open
-    ones get their probes, throttled ones one retry at a time (ADR 0008).
+    ones get their probes, throttled ones one retry at a time (ADR 0008). One statement leases
+    the whole batch (events/claim_sql.py). `health`: the breaker rows, if already read.
     """
+    return _claim(conn, now=now, owner=owner, lease_until=lease_until, limit=limit,
+                  breaker_for=breaker_for, health=health, events=False)[0]  # fmt: skip
+
+
+def claim_with_events(
+    conn: Connection,
+    *,
+    now: datetime,
+    owner: str,
+    lease_until: datetime,
+    limit: int,
+    breaker_for: BreakerFor | None = None,
+    health: Health_ | None = None,
+) -> tuple[list[Delivery], dict[str, dict[str, Any]]]:
+    """`claim_due`, plus the claimed deliveries' outbox events by id (on PostgreSQL read by
+    the claim statement itself)."""
+    claimed, events = _claim(conn, now=now, owner=owner, lease_until=lease_until, limit=limit,
+                             breaker_for=breaker_for, health=health, events=True)  # fmt: skip
+    missing = sorted({d.event_id for d in claimed} - set(events))
+    return claimed, {**events, **get_events(conn, missing)}
+
+
+def _claim(
+    conn: Connection, *, now: datetime, owner: str, lease_until: datetime, limit: int,
+    breaker_for: BreakerFor | None, health: Health_ | None, events: bool,
+) -> tuple[list[Delivery], dict[str, dict[str, Any]]]:  # fmt: skip
+    if limit <= 0:
+        return [], {}
     policy_for = breaker_for or default_breaker
-    gates = {
-        k: breaker.gate(h, policy_for(k[1]), now)
-        for k, h in breaker_store.health_rows(conn).items()
-    }
-    held = [k for k, g in gates.items() if g.kind in (Kind.BLOCKED, Kind.PROBING)]
-    throttled = [k for k, g in gates.items() if g.kind is Kind.THROTTLED]
-    d = deliveries.alias("d")
-    query = _due(d, now)
-    if held:
-        query = query.where(~_of(d, held))
-    if throttled:  # first attempts flow; retries wait for their turn below
-        query = query.where(~sa.and_(_of(d, throttled), d.c.attempts > 0))
-    claimed = _lease(conn, query, d, owner=owner, lease_until=lease_until, limit=limit)
+    rows = breaker_store.health_rows(conn) if health is None else health
+    gates = {k: breaker.gate(h, policy_for(k[1]), now) for k, h in rows.items()}
+    held = sorted(k for k, g in gates.items() if g.kind in (Kind.BLOCKED, Kind.PROBING))
+    throttled = sorted(k for k, g in gates.items() if g.kind is Kind.THROTTLED)
+    pg = conn.dialect.name == "postgresql"
+    shape = Shape(pg, held=len(held), throttled=len(throttled), events=pg and events)
+    params = {**gate_params("h", held), **gate_params("t", throttled)}
+    claimed, found = _lease(conn, shape, params, now=now, owner=owner, lease_until=lease_until,
+                            limit=limit)  # fmt: skip
     for key in sorted(k for k, g in gates.items() if g.kind in (Kind.PROBING, Kind.THROTTLED)):
         if len(claimed) >= limit:
             break
         claimed += _claim_gated(conn, key, policy_for(key[1]), now=now, owner=owner,
                                 lease_until=lease_until, limit=limit - len(claimed))  # fmt: skip
-    return claimed
+    return claimed, found
 
 
 def default_breaker(_destination: str) -> BreakerPolicy:
@@ -202,51 +255,24 @@ def default_breaker(_destination: str) -> BreakerPolicy:
     return BreakerPolicy()
 
 
-def _due(d: Any, now: datetime) -> sa.Select[Any]:
-    earlier = deliveries.alias("e")
-    blocked = sa.exists().where(
-        earlier.c.destination == d.c.destination,
-        earlier.c.aggregate_id == d.c.aggregate_id,
-        earlier.c.event_seq < d.c.event_seq,
-        earlier.c.status.in_(ACTIVE),
-    )
-    due = sa.or_(
-        sa.and_(d.c.status == "pending", d.c.next_attempt_at <= now),
-        sa.and_(d.c.status == "in_flight", d.c.lease_until < now),
-    )
-    return sa.select(d).where(due, ~blocked).order_by(d.c.next_attempt_at, d.c.event_seq)
-
-
-def _of(d: Any, keys: list[tuple[str, str]]) -> sa.ColumnElement[bool]:
-    return sa.or_(*(sa.and_(d.c.workspace == w, d.c.destination == n) for w, n in keys))
-
-
 def _lease(
-    conn: Connection, query: sa.Select[Any], d: Any, *, owner: str, lease_until: datetime,
-    limit: int,
-) -> list[Delivery]:  # fmt: skip
-    query = query.limit(limit)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(of=d, skip_locked=True)
-    claimed = []
-    for row in conn.execute(query).mappings():
-        result = conn.execute(
-            sa.update(deliveries)
-            .where(
-                deliveries.c.id == row["id"],
-                deliveries.c.status == row["status"],
-                deliveries.c.attempts == row["attempts"],
-            )
-            .values(
-                status="in_flight",
-                lease_owner=owner,
-                lease_until=lease_until,
-                attempts=deliveries.c.attempts + 1,
-            )
-        )
-        if result.rowcount == 1:
-            claimed.append(_to_delivery({**row, "attempts": row["attempts"] + 1}))
-    return claimed
+    conn: Connection, shape: Shape, params: dict[str, Any], *, now: datetime, owner: str,
+    lease_until: datetime, limit: int,
+) -> tuple[list[Delivery], dict[str, dict[str, Any]]]:  # fmt: skip
+    values = {**params, "now": now, "owner": owner, "lease_until": lease_until, "limit": limit}
+    rows = conn.execute(claim_statement(shape), values).mappings().all()
+    events = {}
+    if shape.events:
+        for row in rows:
+            if row["ev_id"] is not None:
+                events[row["ev_id"]] = {c: row[f"ev_{c}"] for c in EVENT_COLUMNS}
+    return sorted((_to_delivery(r) for r in rows), key=lambda d: d.event_seq), events
+
+
+_LIVE = sa.text(
+    "SELECT count(*) FROM deliveries WHERE workspace = :ws AND destination = :dest"
+    " AND status = 'in_flight' AND lease_until >= :now AND attempts > :min_attempts"
+).bindparams(sa.bindparam("now", type_=UtcDateTime))
 
 
 def _claim_gated(
@@ -260,23 +286,18 @@ def _claim_gated(
     gate: Gate = breaker.gate(health, policy, now)
     if gate.kind not in (Kind.PROBING, Kind.THROTTLED):
         return []
-    t = deliveries
-    live = sa.select(sa.func.count()).select_from(t).where(
-        t.c.workspace == key[0], t.c.destination == key[1], t.c.status == "in_flight",
-        t.c.lease_until >= now)  # fmt: skip
-    if gate.kind is Kind.THROTTLED:
-        live = live.where(t.c.attempts > 1)
-    slots = min(gate.slots - int(conn.execute(live).scalar_one()), limit)
+    throttled = gate.kind is Kind.THROTTLED
+    live = conn.execute(_LIVE, {"ws": key[0], "dest": key[1], "now": now,
+                                "min_attempts": 1 if throttled else 0}).scalar_one()  # fmt: skip
+    slots = min(gate.slots - int(live), limit)
     if slots <= 0:
         return []
-    d = deliveries.alias("d")
-    query = _due(d, now).where(_of(d, [key]))
-    if gate.kind is Kind.THROTTLED:
-        query = query.where(d.c.attempts > 0)
-    elif health.state == "open":
+    if not throttled and health.state == "open":
         half_open = replace(health, state="half_open", probes_succeeded=0)
         breaker_store.save_health(conn, key, half_open, now=now)
-    return _lease(conn, query, d, owner=owner, lease_until=lease_until, limit=slots)
+    shape = Shape(conn.dialect.name == "postgresql", one=True, retries_only=throttled)
+    return _lease(conn, shape, {"one_ws": key[0], "one_dest": key[1]}, now=now, owner=owner,
+                  lease_until=lease_until, limit=slots)[0]  # fmt: skip
 
 
 def _to_delivery(row: Any) -> Delivery:
@@ -295,18 +316,26 @@ def _to_delivery(row: Any) -> Delivery:
     )
 
 
+# Built once: the SET columns come from each call's parameters.
+_FINISH = sa.update(deliveries).where(
+    deliveries.c.id == sa.bindparam("b_id"),
+    deliveries.c.status == "in_flight",
+    deliveries.c.lease_owner == sa.bindparam("b_owner"),
+)
+
+
 def finish(conn: Connection, delivery_id: str, *, owner: str, **values: Any) -> bool:
     """Record a delivery's outcome if this worker still holds its lease; False if it lost it."""
-    result = conn.execute(
-        sa.update(deliveries)
-        .where(
-            deliveries.c.id == delivery_id,
-            deliveries.c.status == "in_flight",
-            deliveries.c.lease_owner == owner,
-        )
-        .values(lease_owner=None, lease_until=None, **values)
-    )
+    params = {"b_id": delivery_id, "b_owner": owner, "lease_owner": None, "lease_until": None}
+    result = conn.execute(_FINISH, {**params, **values})
     return result.rowcount == 1
+
+
+_RENEW = sa.update(deliveries).where(
+    deliveries.c.id.in_(sa.bindparam("b_ids", expanding=True)),
+    deliveries.c.status == "in_flight",
+    deliveries.c.lease_owner == sa.bindparam("b_owner"),
+)
 
 
 def renew_leases(
@@ -315,66 +344,16 @@ def renew_leases(
     """Extend the leases this worker still holds (a heartbeat); returns how many it holds."""
     if not delivery_ids:
         return 0
-    result = conn.execute(
-        sa.update(deliveries)
-        .where(
-            deliveries.c.id.in_(delivery_ids),
-            deliveries.c.status == "in_flight",
-            deliveries.c.lease_owner == owner,
-        )
-        .values(lease_until=lease_until)
-    )
-    return int(result.rowcount)
+    params = {"b_ids": delivery_ids, "b_owner": owner, "lease_until": lease_until}
+    return int(conn.execute(_RENEW, params).rowcount)
+
+
+_RECORD_ATTEMPT = sa.insert(delivery_attempts)
 
 
 def record_attempt(conn: Connection, values: dict[str, Any]) -> None:
     """Append one attempt to a delivery's history."""
-    conn.execute(sa.insert(delivery_attempts).values(**values))
-
-
-# -- destination health (circuit breaker and retry throttle) -------------------------------
-
-
-def _window(conn: Connection, key: tuple[str, str], *, since: datetime) -> Window:
-    a = delivery_attempts
-    failed = sa.case((a.c.breaker_signal == Signal.FAILURE.value, 1), else_=0)
-    query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(failed), 0)).where(
-        a.c.workspace == key[0], a.c.destination == key[1], a.c.finished_at >= since,
-        a.c.breaker_signal.in_((Signal.SUCCESS.value, Signal.FAILURE.value)))  # fmt: skip
-    calls, failures = conn.execute(query).one()
-    return Window(calls=int(calls), failures=int(failures))
-
-
-def observe_health(
-    conn: Connection,
-    key: tuple[str, str],
-    signal: Signal,
-    *,
-    policy: BreakerPolicy,
-    now: datetime,
-    retry_after: float | None = None,
-    max_pause: float = 24 * 3600.0,
-) -> tuple[Health, Health]:
-    """Apply one counted outcome to a destination's breaker atomically; (before, after).
-
-    A success against a healthy destination writes nothing, so the common path takes no lock.
-    The attempt itself must already be recorded (it counts in the failure-rate window).
-    """
-    if signal is Signal.SUCCESS:
-        current = breaker_store.health_row(conn, key)
-        if current is None or breaker.is_settled(current, policy):
-            current = current or Health.fresh(policy)
-            return current, current
-    breaker_store.insert_missing(conn, key, Health.fresh(policy), now)
-    health = breaker_store.health_row(conn, key, lock=True) or Health.fresh(policy)
-    window = None
-    if signal is Signal.FAILURE and breaker.needs_window(health, now):
-        window = _window(conn, key, since=breaker.window_start(health, policy, now))
-    after = breaker.observe(health, policy, now, signal, window=window,
-                            retry_after=retry_after, max_pause=max_pause)  # fmt: skip
-    if after != health:
-        breaker_store.save_health(conn, key, after, now=now)
-    return health, after
+    conn.execute(_RECORD_ATTEMPT, values)
 
 
 def count_by_status(conn: Connection) -> dict[tuple[str, str], int]:
