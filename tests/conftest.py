@@ -17,6 +17,7 @@ import synchub.events.breaker_store
 import synchub.events.store
 import synchub.idempotency.store
 import synchub.ingest.store
+import synchub.mdm.match_store
 import synchub.mdm.store
 import synchub.webhooks.store  # noqa: F401 - every table on the metadata, for truncation
 from synchub.core.clock import FixedClock

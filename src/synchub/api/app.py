@@ -22,6 +22,7 @@ from synchub.api import (
     exports,
     fair_use,
     health,
+    matching,
     metrics,
     oauth,
     product_writes,
@@ -249,6 +250,7 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
     for router in exports.routers():
         app.include_router(router)
     app.include_router(usage.router)
+    app.include_router(matching.router)
     for module in (oauth, product_writes, events, deliveries, connections, audit, docs):
         app.include_router(module.router)
     app.openapi = lambda: _v1_openapi(app)  # type: ignore[method-assign]  # FastAPI's hook

@@ -90,6 +90,7 @@ async def _write(
         record, created = write_from_product(
             conn, ctx, entity=entity, source=source, external_id=external_id, fields=fields,
             owner_of=_owner_of(request), canonical_id=canonical_id,
+            thresholds=request.app.state.hub.register.match_thresholds(entity),
         )  # fmt: skip
         return (201 if created else 200), record
 

@@ -31,6 +31,8 @@ SCOPES: dict[str, str] = {
     "read:webhooks": "Read partner webhook endpoints and their delivery logs.",
     "admin:webhooks": "Register, change and delete webhook endpoints; rotate their secrets.",
     "read:metrics": "Scrape the operator metrics at GET /metrics (not a /v1 resource).",
+    "read:matches": "Read match candidates (possible duplicate customers awaiting review).",
+    "admin:matches": "Confirm or reject match candidates (confirming merges golden records).",
 }
 
 

@@ -54,6 +54,7 @@ ENTITIES: dict[str, tuple[FieldSpec, ...]] = {
         _f("product_account_id", Kind.TEXT),
         _f("billing_status", Kind.TEXT),
         _f("source_created_at", Kind.DATETIME),
+        _f("tax_id", Kind.TEXT),  # NZBN, ABN, GST number...: `scheme:number` or bare (ADR 0016)
     ),
     "plan": (
         _f("name", Kind.TEXT),

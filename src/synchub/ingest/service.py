@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from synchub.ingest import store
 from synchub.mapping.model import Observation
 from synchub.mdm.model import OwnerOf
 from synchub.mdm.service import MissingReferenceError, SourceTieError, apply_observation
+from synchub.register.model import DEFAULT_MATCH_THRESHOLDS, MatchThresholds
 
 log = structlog.get_logger(__name__)
 
@@ -104,6 +106,7 @@ class IngestContext:
     owner_of: OwnerOf
     clock: Clock
     app_version: str
+    thresholds_of: Callable[[str], MatchThresholds] = lambda _entity: DEFAULT_MATCH_THRESHOLDS
 
 
 def process_inbox(ctx: IngestContext, *, limit: int = 100) -> ProcessStats:
@@ -219,8 +222,9 @@ def _apply_one(
     break_ties: bool = False,
 ) -> list[str]:
     outcome = apply_observation(
-        conn, obs, ectx, owner_of=ctx.owner_of, authoritative=authoritative, break_ties=break_ties
-    )
+        conn, obs, ectx, owner_of=ctx.owner_of, authoritative=authoritative,
+        break_ties=break_ties, thresholds=ctx.thresholds_of(obs.entity),
+    )  # fmt: skip
     stats.stale += outcome.stale
     stats.conflicts += outcome.conflicts
     if outcome.stale or outcome.regressions:

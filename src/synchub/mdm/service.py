@@ -11,19 +11,39 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from synchub.core.entities import AGGREGATE_REF, derive_billing_status, is_entitled
-from synchub.core.errors import (
-    DependencyPendingError,
-    FieldProblem,
-    NotFoundError,
-    ValidationError,
-)
+from synchub.core.errors import DependencyPendingError, FieldProblem, ValidationError
 from synchub.core.ids import new_id
-from synchub.events.model import derive_events, is_regression
-from synchub.events.outbox import EventContext, emit_event
+from synchub.events.model import is_regression
+from synchub.events.outbox import EventContext
 from synchub.mapping.model import Observation
-from synchub.mdm import store
+from synchub.mdm import links, matcher, store
+from synchub.mdm.changes import emit_changes, refresh_billing_status
 from synchub.mdm.model import OwnerOf, Provenance, content_hash, survive
+from synchub.mdm.records import (
+    Page,
+    canonical_for,
+    get_record,
+    links_at,
+    list_records,
+    product_id_of,
+)
+from synchub.register.model import DEFAULT_MATCH_THRESHOLDS, MatchThresholds
+
+__all__ = [  # the read side lives in records.py; these names stay importable from here
+    "API_MAPPING_VERSION",
+    "MissingReferenceError",
+    "Outcome",
+    "Page",
+    "SourceTieError",
+    "apply_observation",
+    "canonical_for",
+    "get_record",
+    "links_at",
+    "list_records",
+    "product_id_of",
+    "record_link",
+    "write_from_product",
+]
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,8 @@ class Outcome:
     events: list[str] = field(default_factory=list)
     conflicts: int = 0
     regressions: list[str] = field(default_factory=list)
+    rule: str | None = None  # why the record is linked where it is (crosswalk rule)
+    candidates: list[str] = field(default_factory=list)  # match candidates queued for review
 
 
 def observation_hash(obs: Observation) -> str:
@@ -78,12 +100,14 @@ def apply_observation(
     owner_of: OwnerOf,
     authoritative: bool = False,
     break_ties: bool = False,
+    thresholds: MatchThresholds = DEFAULT_MATCH_THRESHOLDS,
 ) -> Outcome:
     """Apply what a source said about one record; stale or repeated observations change nothing.
 
     `authoritative` marks a freshly fetched current object: it wins ties. With `break_ties`,
     an equal-version, different-content observation raises SourceTieError so that the caller
-    can fetch the current object instead of guessing.
+    can fetch the current object instead of guessing. A record seen for the first time is
+    matched (matcher.find_match) with the register's `thresholds` for its entity.
     """
     key = {
         "workspace": ctx.workspace,
@@ -102,12 +126,19 @@ def apply_observation(
         if obs.source_version == snapshot["source_version"] and break_ties and not authoritative:
             raise SourceTieError(obs.entity, obs.external_id)
     refs = _resolve_refs(conn, obs, ctx.workspace)
-    canonical_id, reason = (
-        (snapshot["canonical_id"], "crosswalk") if snapshot else _match(conn, obs, ctx.workspace)
+    match = (
+        matcher.Match(snapshot["canonical_id"], "crosswalk")
+        if snapshot
+        else matcher.find_match(conn, obs, workspace=ctx.workspace, thresholds=thresholds)
     )
-    outcome = _merge(
-        conn, obs, ctx, canonical_id=canonical_id, refs=refs, owner_of=owner_of, reason=reason
-    )
+    canonical_id = match.canonical_id
+    outcome = _merge(conn, obs, ctx, canonical_id=canonical_id, refs=refs, owner_of=owner_of,
+                     rule=match.rule, score=match.score)  # fmt: skip
+    matcher.index_keys(conn, obs, workspace=ctx.workspace, canonical_id=canonical_id)
+    outcome.candidates = matcher.propose(conn, workspace=ctx.workspace, entity=obs.entity,
+                                         system=obs.system, external_id=obs.external_id,
+                                         canonical_id=canonical_id, proposals=match.proposals,
+                                         at=ctx.now)  # fmt: skip
     store.save_source_record(
         conn,
         {
@@ -137,28 +168,6 @@ def _resolve_refs(conn: Connection, obs: Observation, workspace: str) -> dict[st
     return resolved
 
 
-def _match(conn: Connection, obs: Observation, workspace: str) -> tuple[str, str]:
-    """Crosswalk first, then deterministic keys, else a new canonical id; links the crosswalk."""
-    found = store.find_canonical_id(
-        conn, workspace=workspace, entity=obs.entity, system=obs.system, external_id=obs.external_id
-    )
-    reason = "crosswalk"
-    if found is None and obs.entity == "customer" and obs.fields.get("email"):
-        found = store.find_customer_by_email(conn, workspace=workspace, email=obs.fields["email"])
-        reason = "email"
-        if found is not None and _is_taken_by_source(conn, workspace, found, obs.system):
-            found = None  # the source itself holds two records: they are two customers
-    if found is None:
-        found, reason = new_id(obs.entity), "new"
-    return found, reason
-
-
-def _is_taken_by_source(conn: Connection, workspace: str, canonical_id: str, system: str) -> bool:
-    """Whether a golden record already carries an id from this source (a different record)."""
-    links = store.external_ids_of(conn, workspace=workspace, canonical_ids=[canonical_id])
-    return system in links.get(canonical_id, {})
-
-
 def _merge(
     conn: Connection,
     obs: Observation,
@@ -167,7 +176,8 @@ def _merge(
     canonical_id: str,
     refs: dict[str, str],
     owner_of: OwnerOf,
-    reason: str,
+    rule: str,
+    score: float | None,
 ) -> Outcome:
     before = store.get_golden(conn, obs.entity, canonical_id)
     prov_rows = store.provenance_of(
@@ -184,7 +194,7 @@ def _merge(
         provenance=provenance,
         owner_of=owner_of,
     )
-    outcome = Outcome(canonical_id=canonical_id, conflicts=len(decision.conflicts))
+    outcome = Outcome(canonical_id=canonical_id, conflicts=len(decision.conflicts), rule=rule)
     status_before = (before or {}).get("status")
     if is_regression(obs.entity, status_before, decision.changes.get("status", status_before)):
         outcome.regressions.append(f"status {status_before}->{decision.changes['status']}")
@@ -207,14 +217,16 @@ def _merge(
             },
         )
     _write_golden(conn, obs, ctx, canonical_id, before, decision.changes)
-    _link(conn, obs, ctx, canonical_id, reason=reason)
+    links.link(conn, workspace=ctx.workspace, entity=obs.entity, system=obs.system,
+               external_id=obs.external_id, canonical_id=canonical_id, rule=rule, score=score,
+               at=ctx.now)  # fmt: skip
     lines_changed = _write_lines(conn, obs, ctx, canonical_id)
     changed = sorted(decision.changes) + (["lines"] if lines_changed and before else [])
     after = store.get_golden(conn, obs.entity, canonical_id) or {}
     if obs.entity == "subscription" and "status" in changed:
         # First, so the subscription's events carry the customer's new billing status.
-        outcome.events += _refresh_billing_status(conn, ctx, after["customer_id"])
-    outcome.events += _emit(conn, obs, ctx, before, after, changed)
+        outcome.events += refresh_billing_status(conn, ctx, after["customer_id"])
+    outcome.events += emit_changes(conn, ctx, obs.entity, before, after, changed)
     return outcome
 
 
@@ -260,21 +272,6 @@ def _write_golden(
     )
 
 
-def _link(
-    conn: Connection, obs: Observation, ctx: EventContext, canonical_id: str, *, reason: str
-) -> None:
-    store.link(
-        conn,
-        workspace=ctx.workspace,
-        entity=obs.entity,
-        system=obs.system,
-        external_id=obs.external_id,
-        canonical_id=canonical_id,
-        reason=reason,
-        at=ctx.now,
-    )
-
-
 def _write_lines(conn: Connection, obs: Observation, ctx: EventContext, invoice_id: str) -> bool:
     if obs.entity != "invoice":
         return False
@@ -298,91 +295,6 @@ def _write_lines(conn: Connection, obs: Observation, ctx: EventContext, invoice_
     return True
 
 
-def _aggregate_of(entity: str, record: dict[str, Any]) -> str:
-    ref = AGGREGATE_REF.get(entity)
-    return str(record[ref]) if ref and record.get(ref) else str(record["id"])
-
-
-def _customer_summary(conn: Connection, customer_id: str | None) -> dict[str, Any] | None:
-    if not customer_id:
-        return None
-    customer = store.get_golden(conn, "customer", customer_id) or {}
-    status = customer.get("billing_status")
-    return {
-        "id": customer_id,
-        "email": customer.get("email"),
-        "name": customer.get("name"),
-        "company_name": customer.get("company_name"),
-        "billing_status": status,
-        "entitled": is_entitled(status),
-    }
-
-
-def _emit(
-    conn: Connection,
-    obs: Observation,
-    ctx: EventContext,
-    before: dict[str, Any] | None,
-    after: dict[str, Any],
-    changed: list[str],
-) -> list[str]:
-    types = derive_events(obs.entity, before, after, changed)
-    extra: dict[str, Any] = {}
-    if obs.entity == "invoice":
-        extra["lines"] = [
-            {k: v for k, v in ln.items() if k not in ("workspace",)}
-            for ln in store.lines_of(conn, after["id"])
-        ]
-    if after.get("customer_id"):
-        extra["customer"] = _customer_summary(conn, after["customer_id"])
-    for event_type in types:
-        emit_event(
-            conn,
-            ctx,
-            event_type=event_type,
-            record=after,
-            aggregate_id=_aggregate_of(obs.entity, after),
-            changed=changed,
-            extra=extra,
-        )
-    return types
-
-
-def _refresh_billing_status(conn: Connection, ctx: EventContext, customer_id: str) -> list[str]:
-    """Re-derive a customer's billing status from their subscriptions; emit if it moved."""
-    customer = store.get_golden(conn, "customer", customer_id)
-    if customer is None:
-        return []
-    status = derive_billing_status(store.subscription_statuses(conn, customer_id=customer_id))
-    if customer.get("billing_status") == status:
-        return []
-    store.update_golden(
-        conn, "customer", customer_id, {"billing_status": status, "updated_at": ctx.now}
-    )
-    after = store.get_golden(conn, "customer", customer_id) or {}
-    emit_event(
-        conn,
-        ctx,
-        event_type="customer.updated",
-        record=after,
-        aggregate_id=customer_id,
-        changed=["billing_status"],
-    )
-    return ["customer.updated"]
-
-
-def links_at(
-    conn: Connection, *, workspace: str, canonical_ids: list[str], system: str
-) -> dict[str, str]:
-    """For each canonical id, its id at one system (when linked)."""
-    links = {}
-    for canonical_id in canonical_ids:
-        external = store.external_ids(conn, workspace=workspace, canonical_id=canonical_id)
-        if system in external:
-            links[canonical_id] = external[system]
-    return links
-
-
 def record_link(
     conn: Connection,
     *,
@@ -394,64 +306,9 @@ def record_link(
     reason: str,
     at: Any,
 ) -> None:
-    """Link a canonical record to the id a destination gave it."""
-    store.link(
-        conn,
-        workspace=workspace,
-        entity=entity,
-        system=system,
-        external_id=external_id,
-        canonical_id=canonical_id,
-        reason=reason,
-        at=at,
-    )
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of records and whether more follow."""
-
-    items: list[dict[str, Any]]
-    has_more: bool
-
-
-def list_records(
-    conn: Connection,
-    entity: str,
-    *,
-    workspace: str,
-    limit: int,
-    starting_after: str | None,
-    updated_since: Any,
-) -> Page:
-    """Golden records of one entity in a workspace, with their system ids, in id order."""
-    rows, has_more = store.page_golden(conn, entity, workspace=workspace, limit=limit,
-                                       starting_after=starting_after,
-                                       updated_since=updated_since)  # fmt: skip
-    return Page([_present(conn, entity, row, workspace) for row in rows], has_more)
-
-
-def get_record(
-    conn: Connection, entity: str, *, workspace: str, canonical_id: str
-) -> dict[str, Any]:
-    """One golden record with its system ids (and lines for invoices); NotFoundError if absent.
-
-    A record of another workspace is not found, never forbidden: callers learn nothing of it.
-    """
-    row = store.get_golden_in(conn, entity, workspace=workspace, canonical_id=canonical_id)
-    if row is None:
-        raise NotFoundError(f"no {entity} {canonical_id}")
-    return _present(conn, entity, row, workspace)
-
-
-def _present(conn: Connection, entity: str, row: dict[str, Any], workspace: str) -> dict[str, Any]:
-    record = {k: v for k, v in row.items() if k not in ("workspace", "version")}
-    links = store.external_ids_of(conn, workspace=workspace, canonical_ids=[row["id"]])
-    record["external_ids"] = links.get(row["id"], {})
-    if entity == "invoice":
-        record["lines"] = [{k: v for k, v in ln.items() if k not in ("workspace", "invoice_id")}
-                           for ln in store.lines_of(conn, row["id"])]  # fmt: skip
-    return record
+    """Link a canonical record to the id a destination gave it (rule: `reason`)."""
+    links.link(conn, workspace=workspace, entity=entity, system=system, external_id=external_id,
+               canonical_id=canonical_id, rule=reason, at=at)  # fmt: skip
 
 
 API_MAPPING_VERSION = "api.v1"
@@ -467,6 +324,7 @@ def write_from_product(
     fields: dict[str, Any],
     owner_of: OwnerOf,
     canonical_id: str | None = None,
+    thresholds: MatchThresholds = DEFAULT_MATCH_THRESHOLDS,
 ) -> tuple[dict[str, Any], bool]:
     """Apply what the product says about one of its records, through the same resolve step
     as every other source; returns the golden record and whether it was created.
@@ -475,16 +333,9 @@ def write_from_product(
     so the observation can only ever land on that record.
     """
     if canonical_id is not None:
-        store.link(
-            conn,
-            workspace=ctx.workspace,
-            entity=entity,
-            system=source,
-            external_id=external_id,
-            canonical_id=canonical_id,
-            reason="api",
-            at=ctx.now,
-        )
+        links.link(conn, workspace=ctx.workspace, entity=entity, system=source,
+                   external_id=external_id, canonical_id=canonical_id, rule="api",
+                   at=ctx.now)  # fmt: skip
     if (
         fields.get("account_id")
         and store.get_golden_in(
@@ -505,29 +356,9 @@ def write_from_product(
         source_version=int(ctx.now.timestamp() * 1000),
         observed_at=ctx.now,
     )
-    outcome = apply_observation(conn, obs, ctx, owner_of=owner_of, authoritative=True)
+    outcome = apply_observation(
+        conn, obs, ctx, owner_of=owner_of, authoritative=True, thresholds=thresholds
+    )
     assert outcome.canonical_id is not None  # apply always resolves or creates an id
     record = get_record(conn, entity, workspace=ctx.workspace, canonical_id=outcome.canonical_id)
     return record, f"{entity}.created" in outcome.events
-
-
-def product_id_of(
-    conn: Connection, *, workspace: str, entity: str, canonical_id: str, source: str
-) -> str:
-    """The product's own id for a golden record (its canonical id when the product has none)."""
-    if store.get_golden_in(conn, entity, workspace=workspace, canonical_id=canonical_id) is None:
-        raise NotFoundError(f"no {entity} {canonical_id}")
-    links = store.external_ids_of(conn, workspace=workspace, canonical_ids=[canonical_id])
-    return links.get(canonical_id, {}).get(source, canonical_id)
-
-
-def canonical_for(
-    conn: Connection, *, workspace: str, entity: str, system: str, external_id: str
-) -> str | None:
-    """The canonical id a system's id is linked to, if any (holding that id's lock on PG)."""
-    store.lock_source_record(
-        conn, workspace=workspace, system=system, object_type=entity, external_id=external_id
-    )
-    return store.find_canonical_id(
-        conn, workspace=workspace, entity=entity, system=system, external_id=external_id
-    )

@@ -75,8 +75,9 @@ crosswalk = sa.Table(
     sa.Column("system", sa.String(40), nullable=False),
     sa.Column("external_id", sa.String(255), nullable=False),
     sa.Column("canonical_id", sa.String(40), nullable=False, index=True),
-    sa.Column("reason", sa.String(80), nullable=False),
+    sa.Column("reason", sa.String(80), nullable=False),  # the rule that made it (ADR 0016)
     sa.Column("linked_at", UtcDateTime, nullable=False),
+    sa.Column("score", sa.Float),  # the match score, for a fuzzy or confirmed link
     sa.PrimaryKeyConstraint("workspace", "entity", "system", "external_id"),
 )
 
@@ -162,13 +163,14 @@ def link(
     canonical_id: str,
     reason: str,
     at: datetime,
-) -> None:
-    """Link a system id to a canonical id (no-op if the same link exists)."""
+    score: float | None = None,
+) -> bool:
+    """Link a system id to a canonical id; False if the same link exists already."""
     existing = find_canonical_id(
         conn, workspace=workspace, entity=entity, system=system, external_id=external_id
     )
     if existing == canonical_id:
-        return
+        return False
     if existing is not None:
         raise LinkConflictError(
             f"{system} {entity} {external_id} is already linked to {existing}, not {canonical_id}"
@@ -182,20 +184,10 @@ def link(
             canonical_id=canonical_id,
             reason=reason,
             linked_at=at,
+            score=score,
         )
     )
-
-
-def find_customer_by_email(conn: Connection, *, workspace: str, email: str) -> str | None:
-    """The canonical id of a live customer with this normalised email."""
-    table = GOLDEN["customer"]
-    query = (
-        sa.select(table.c.id)
-        .where(table.c.workspace == workspace, table.c.email == email, table.c.deleted.is_(False))
-        .order_by(table.c.created_at)
-        .limit(1)
-    )
-    return conn.execute(query).scalar_one_or_none()
+    return True
 
 
 def get_golden(conn: Connection, entity: str, canonical_id: str) -> dict[str, Any] | None:

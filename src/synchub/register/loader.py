@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from synchub.connectors.broker.model import check_nats_settings
@@ -22,6 +22,7 @@ from synchub.register.model import (
     Connection,
     FieldOwner,
     Flow,
+    MatchThresholds,
     Mode,
     PlanTier,
     Rate,
@@ -135,6 +136,17 @@ class _Override(_Strict):
     concurrency: int | None = Field(default=None, ge=1, le=1000)
 
 
+class _Thresholds(_Strict):
+    link_at: float = Field(default=0.95, ge=0, le=1)
+    review_at: float = Field(default=0.6, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Thresholds:
+        if self.review_at > self.link_at:
+            raise ValueError("review_at must not be above link_at")
+        return self
+
+
 class _Document(_Strict):
     workspace: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,40}$")
     timezone: str | None = None
@@ -145,6 +157,7 @@ class _Document(_Strict):
     client_plans: dict[str, str] = Field(default_factory=dict)
     client_overrides: dict[str, _Override] = Field(default_factory=dict)
     webhook_limits: dict[str, _Rate] = Field(default_factory=dict)
+    matching: dict[str, _Thresholds] = Field(default_factory=dict)
 
 
 # -- YAML with line numbers ----------------------------------------------------------------
@@ -216,6 +229,7 @@ _KNOWN_KEYS = sorted(
         for m in (_Document, _Connection, _Flow, _Owner, _Retry, _Breaker, _Plan, _Rate, _Override)
         for f in m.model_fields
     }
+    | set(_Thresholds.model_fields)
 )
 
 
@@ -342,6 +356,21 @@ def _repeated_names(parsed: list[_Parsed], problems: list[RegisterProblem]) -> N
                 seen[(section, name)] = p.file
 
 
+def _check_matching(parsed: list[_Parsed], problems: list[RegisterProblem]) -> None:
+    """Match thresholds name a known entity, once across all files."""
+    seen: dict[str, str] = {}
+    for p in parsed:
+        for entity in p.document.matching:
+            line = _line_of(p.lines, ("matching", entity))
+            if entity not in ENTITIES:
+                message = f"matching: unknown entity {entity!r}"
+                problems.append(RegisterProblem(p.file, line, message))
+            elif entity in seen:
+                message = f"matching for {entity!r} is also declared in {seen[entity]}"
+                problems.append(RegisterProblem(p.file, line, message))
+            seen.setdefault(entity, p.file)
+
+
 def _check_brokers(parsed: list[_Parsed], problems: list[RegisterProblem]) -> None:
     """Broker connections (ADR 0010): valid settings, and never the source of a flow."""
     brokers = {
@@ -430,6 +459,11 @@ def _build(parsed: list[_Parsed]) -> Register:
         webhook_limits={
             n: Rate(**r.model_dump()) for p in parsed for n, r in p.document.webhook_limits.items()
         },
+        matching={
+            e: MatchThresholds(**t.model_dump())
+            for p in parsed
+            for e, t in p.document.matching.items()
+        },
     )
 
 
@@ -456,6 +490,7 @@ def load_register(
         _repeated_names(parsed, problems)
         _check_references(parsed, event_types=event_types, mappings=mappings, problems=problems)
         _check_brokers(parsed, problems)
+        _check_matching(parsed, problems)
     if problems:
         raise RegisterError(problems)
     return _build(parsed)

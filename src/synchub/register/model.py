@@ -141,6 +141,23 @@ DEFAULT_PLAN = PlanTier(name="default")
 
 
 @dataclass(frozen=True)
+class MatchThresholds:
+    """Fuzzy matching of a new source record (DESIGN §4, ADR 0016): a score at or above
+    `link_at` links it automatically; at or above `review_at` it gets its own golden record
+    and a match candidate for a person to confirm; below, it is a new golden record."""
+
+    link_at: float = 0.95
+    review_at: float = 0.6
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.review_at <= self.link_at <= 1.0:
+            raise ValueError("match thresholds need 0 <= review_at <= link_at <= 1")
+
+
+DEFAULT_MATCH_THRESHOLDS = MatchThresholds()
+
+
+@dataclass(frozen=True)
 class Register:
     """The whole validated register."""
 
@@ -153,6 +170,11 @@ class Register:
     client_plans: dict[str, str] = field(default_factory=dict)  # client id -> plan name
     client_overrides: dict[str, ClientOverride] = field(default_factory=dict)  # by client id
     webhook_limits: dict[str, Rate] = field(default_factory=dict)  # by connection, or default
+    matching: dict[str, MatchThresholds] = field(default_factory=dict)  # by entity
+
+    def match_thresholds(self, entity: str) -> MatchThresholds:
+        """The fuzzy-matching thresholds for an entity (the defaults when not declared)."""
+        return self.matching.get(entity, DEFAULT_MATCH_THRESHOLDS)
 
     def plan_for(self, client_id: str) -> PlanTier:
         """The limits of a client: its plan (else default), with its own overrides applied."""
