@@ -25,7 +25,7 @@ from synchub.api.webhook_schemas import (
     WebhookEndpointUpdate,
     WebhookSecretRotated,
 )
-from synchub.api.writes import list_body, run_write
+from synchub.api.writes import list_body, request_id, run_write
 from synchub.auth.model import Principal
 from synchub.core.errors import ConfigError
 from synchub.events.outbox import EventContext
@@ -151,7 +151,7 @@ async def get_one(
         request,
         lambda conn: get_endpoint(conn, workspace=principal.workspace, endpoint_id=endpoint_id),
     )
-    return found
+    return {**found, "request_id": request_id(request)}
 
 
 @router.patch(

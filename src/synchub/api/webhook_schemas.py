@@ -5,11 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
 from synchub.api.schemas import _Write
+from synchub.core.clock import isoformat_z
 
 EventType = Annotated[str, Field(min_length=1, max_length=120)]
+# Rendered as every /v1 write and event renders time (RFC 3339, UTC, "Z", milliseconds), so a
+# GET shows exactly what the create or update that made the endpoint showed.
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(isoformat_z, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 EVENT_TYPES_DESCRIPTION = (
     'Canonical event types to receive (e.g. "invoice.paid"), or ["*"] for every type.'
 )
@@ -26,15 +34,15 @@ class WebhookEndpoint(BaseModel):
     disabled_reason: str | None = Field(
         default=None, description="gone (it answered 410), failing (5 days) or manual."
     )
-    disabled_at: datetime | None = None
-    failing_since: datetime | None = Field(
+    disabled_at: Timestamp | None = None
+    failing_since: Timestamp | None = Field(
         default=None, description="Start of the current run of failed attempts."
     )
-    failure_notified_at: datetime | None = Field(
+    failure_notified_at: Timestamp | None = Field(
         default=None, description="When a delivery last used up all its attempts."
     )
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
     request_id: str | None = None
 
 
@@ -50,7 +58,7 @@ class WebhookSecretRotated(BaseModel):
 
     id: str
     secret: str
-    previous_secret_expires_at: datetime
+    previous_secret_expires_at: Timestamp
     request_id: str | None = None
 
 

@@ -124,10 +124,13 @@ class RecentlyUsable:
     """Recent "neither the token nor its client is revoked" answers, each trusted for `ttl`.
 
     An answer counts from the moment its store read began, so a revocation committed at R is
-    seen by every check that starts after R + ttl, in any process. Forgetting (after a
-    revocation in this process) bumps a generation, and an answer whose read began before the
-    bump is not stored. A clock that steps backwards makes an answer stale, never longer-lived.
-    A ttl of zero remembers nothing.
+    seen by every check that starts after R + ttl, in any process. A revocation in this
+    process (`forget`) bumps a generation, so an answer whose read began before it is not
+    stored, and marks the token or client as unsure until `until`: its revocation is not
+    committed yet when `forget` runs, so a read made before the commit would still say
+    "usable", and no such answer is trusted. Unsure marks are bounded like the answers.
+    A clock that steps backwards makes an answer stale, never longer-lived. A ttl of zero
+    remembers nothing.
     """
 
     def __init__(self, ttl: timedelta, *, max_entries: int = _MAX_REMEMBERED) -> None:
@@ -136,6 +139,7 @@ class RecentlyUsable:
         self.ttl = ttl
         self._max = max_entries
         self._read_at: dict[tuple[str, str], datetime] = {}
+        self._unsure: dict[tuple[str, str], datetime] = {}  # ("token"|"client", id) -> until
         self._generation = 0
         self._lock = threading.Lock()
 
@@ -147,7 +151,16 @@ class RecentlyUsable:
     def is_usable(self, token_id: str, client_id: str, now: datetime) -> bool:
         """Whether a "usable" answer for this token read less than `ttl` ago is remembered."""
         read_at = self._read_at.get((token_id, client_id))
-        return read_at is not None and read_at <= now < read_at + self.ttl
+        if read_at is None or not read_at <= now < read_at + self.ttl:
+            return False
+        return not self._is_unsure(token_id, client_id, now)
+
+    def _is_unsure(self, token_id: str, client_id: str, now: datetime) -> bool:
+        for entry in (("token", token_id), ("client", client_id)):
+            until = self._unsure.get(entry)
+            if until is not None and now < until:
+                return True
+        return False
 
     def remember(
         self, token_id: str, client_id: str, *, read_at: datetime, generation: int
@@ -159,12 +172,28 @@ class RecentlyUsable:
         with self._lock:
             if generation != self._generation:
                 return  # something was revoked here while the read ran: do not trust it
+            if self._is_unsure(token_id, client_id, read_at):
+                return  # revoked here, perhaps not committed when the store was read
             if entry not in self._read_at and len(self._read_at) >= self._max:
                 del self._read_at[next(iter(self._read_at))]
             self._read_at[entry] = read_at
 
-    def forget_all(self) -> None:
-        """Drop every answer (after a revocation in this process: effective at once here)."""
+    def forget(
+        self,
+        *,
+        until: datetime,
+        token_id: str | None = None,
+        client_id: str | None = None,
+        now: datetime,
+    ) -> None:
+        """A revocation in this process: drop every answer, and trust none about this token
+        or client until `until` (by then no token it covers is accepted anyway)."""
         with self._lock:
             self._generation += 1
             self._read_at.clear()
+            self._unsure = {k: v for k, v in self._unsure.items() if v > now}
+            marks = [("token", token_id), ("client", client_id)]
+            for key in [(kind, ident) for kind, ident in marks if ident is not None]:
+                if key not in self._unsure and len(self._unsure) >= self._max:
+                    del self._unsure[next(iter(self._unsure))]
+                self._unsure[key] = max(until, self._unsure.get(key, until))

@@ -143,11 +143,13 @@ class AuthorizationServer:
         if found is None:
             raise NotFoundError(f"no client {client_id}")
         client = found[0]
+        now = self._clock.now()
         self._secrets.forget(client_id)
-        self._usable.forget_all()
+        # Tokens issued before this revocation commits (promptly) expire by then.
+        until = now + MAX_ACCESS_TOKEN_LIFETIME + CLOCK_SKEW
+        self._usable.forget(client_id=client_id, until=until, now=now)
         if client.is_revoked:
             return client
-        now = self._clock.now()
         store.mark_client_revoked(conn, client_id, now=now)
         self._record(
             conn, "api_client.revoked", actor, target=client_id, workspace=client.workspace
@@ -293,7 +295,7 @@ class AuthorizationServer:
         until = from_unix(claims.exp) + CLOCK_SKEW
         if not store.insert_revoked_token(conn, claims.token_id, expires_at=until):
             return RevocationOutcome.NOT_ACTIVE
-        self._usable.forget_all()
+        self._usable.forget(token_id=claims.token_id, until=until, now=now)
         self._record(
             conn,
             "access_token.revoked",
