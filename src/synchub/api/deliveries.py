@@ -25,6 +25,9 @@ router = APIRouter(tags=["deliveries"])
 
 Status = Annotated[str | None, Query(pattern="^(pending|in_flight|succeeded|dead)$")]
 Text = Annotated[str | None, Query(max_length=120)]
+IN_FLIGHT = (
+    "A delivery named is in flight now, or the same Idempotency-Key is still being processed"
+)
 
 
 def _list(
@@ -128,8 +131,9 @@ def _replay(
     body: schemas.ReplayRequest | None = None,
 ) -> JSONResponse:
     def handler(conn: Connection, ctx: EventContext) -> tuple[int, dict[str, Any]]:
-        queued = replay(conn, workspace=ctx.workspace, where=where, now=ctx.now, delivery_ids=ids)
-        return 200, {"replayed": queued, "count": len(queued)}
+        done = replay(conn, workspace=ctx.workspace, where=where, now=ctx.now, delivery_ids=ids)
+        return 200, {"replayed": done.replayed, "count": len(done.replayed),
+                     "due_now": done.due_now}  # fmt: skip
 
     return run_write(
         request, principal, route=route, body=body, action="deliveries.replay", handler=handler
@@ -139,14 +143,16 @@ def _replay(
 @router.post(
     "/v1/deliveries/{delivery_id}/replay",
     response_model=schemas.Replayed,
-    responses=WRITE_RESPONSES,
+    responses={**WRITE_RESPONSES, 409: {"description": IN_FLIGHT}},
     operation_id="replay_delivery",
-    summary="Send a finished delivery again, with its original idempotency key",
+    summary="Send a delivery again now, with its original idempotency key",
 )
 async def replay_one(
     request: Request, delivery_id: str, principal: Annotated[Principal, require("admin:deliveries")]
 ) -> JSONResponse:
-    """Harmless for one that had in fact succeeded: the destination sees the same key."""
+    """A finished one is queued again (in `replayed`); a pending one waiting for a retry is
+    made due now (in `due_now`); one in flight is refused with 409. Harmless for one that
+    had in fact succeeded: the destination sees the same key."""
     await run_in_threadpool(_get, request, principal, delivery_id, False)  # 404 if not ours
     return await run_in_threadpool(_replay, request, principal,
                                    "/v1/deliveries/{delivery_id}/replay", DeliveryFilter(),
@@ -156,7 +162,11 @@ async def replay_one(
 @router.post(
     "/v1/dead-letters/replay",
     response_model=schemas.Replayed,
-    responses=WRITE_RESPONSES,
+    responses={
+        **WRITE_RESPONSES,
+        404: {"description": "An id names no delivery"},
+        409: {"description": IN_FLIGHT},
+    },
     operation_id="replay_dead_letters",
     summary="Replay dead letters by ids or by filter",
 )
@@ -165,7 +175,8 @@ async def replay_dead(
     body: schemas.ReplayRequest,
     principal: Annotated[Principal, require("admin:deliveries")],
 ) -> JSONResponse:
-    """At least one of ids, destination, event_type, since, until or error_code is needed."""
+    """At least one of ids, destination, event_type, since, until or error_code is needed.
+    Named ids are replayed whatever their status, as for a single delivery."""
     if not body.model_fields_set:
         raise ValidationError(
             "say which dead letters to replay",

@@ -49,6 +49,7 @@ class Delivered:
 
     summary: str
     links: list[Link] = field(default_factory=list)
+    status_code: int | None = None  # the HTTP status of the call that applied it, if one did
 
 
 class Destination(Protocol):

@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from synchub.audit.service import chain_key
 from synchub.audit.service import record as record_audit
@@ -30,6 +30,7 @@ from synchub.events.service import (
     get_delivery,
     list_deliveries,
     replay,
+    workspace_of,
 )
 from synchub.migrations.runner import upgrade
 from synchub.observability.logging import configure_logging
@@ -85,6 +86,12 @@ def _opened(workspace: str | None) -> Iterator[_Opened]:
 def _fail(error: HubError) -> NoReturn:
     typer.echo(f"error: {error}", err=True)
     raise typer.Exit(2)
+
+
+def _id_column(header: str, items: list[dict[str, Any]], key: str = "id") -> Column:
+    """A column that always prints its ids whole: never wrapped, cut or shrunk."""
+    widest = max((len(str(item[key])) for item in items), default=len(header))
+    return Column(header, no_wrap=True, overflow="fold", min_width=max(widest, len(header)))
 
 
 def _print_json(value: Any) -> None:
@@ -169,7 +176,8 @@ def dlq_list(
     if as_json:
         _print_json({"data": page.items, "has_more": page.has_more})
         return
-    table = Table("id", "destination", "event type", "http", "attempts", "created", "reason")
+    table = Table(_id_column("id", page.items), "destination", "event type", "http", "attempts",
+                  "created", "reason")  # fmt: skip
     for item in page.items:
         reason = item["dead_reason"] or ""
         table.add_row(item["id"], item["destination"], item["event_type"],
@@ -187,10 +195,14 @@ def dlq_show(
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """One dead letter: its reason, the last (redacted) response and every attempt."""
+    """One dead letter: its reason, the last (redacted) response and every attempt.
+
+    Delivery ids are unique across workspaces: without --workspace the id is looked up in all.
+    """
     with _opened(workspace) as hub, hub.db.read() as conn:
         try:
-            item = get_delivery(conn, workspace=hub.workspace, delivery_id=delivery_id,
+            found_in = workspace or workspace_of(conn, delivery_id) or hub.workspace
+            item = get_delivery(conn, workspace=found_in, delivery_id=delivery_id,
                                 dead_only=True)  # fmt: skip
         except HubError as exc:
             _fail(exc)
@@ -198,6 +210,7 @@ def dlq_show(
         _print_json(item)
         return
     console = Console(width=160, highlight=False)
+    console.print(f"workspace: {found_in}", markup=False)
     for label in ("id", "destination", "event_type", "event_id", "subject", "idempotency_key",
                   "attempts", "last_status_code", "created_at", "completed_at"):  # fmt: skip
         value = item.get(label)
@@ -233,23 +246,32 @@ def dlq_replay(
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Queue dead letters again with their original idempotency keys (ids or filters)."""
+    """Queue dead letters again with their original idempotency keys (ids or filters).
+
+    Named ids are replayed whatever their status: a finished delivery is queued again, a
+    pending one (waiting for a retry) is made due now; one in flight is refused (exit 2).
+    """
     where = _filter(destination, event_type, since, until, error_code)
     if not ids and where == DeliveryFilter(status="dead"):
         raise typer.BadParameter("give dead letter ids or at least one filter")
     with _opened(workspace) as hub, hub.db.write() as conn:
         now = hub.clock.now()
-        queued = replay(conn, workspace=hub.workspace, where=where, now=now,
-                        delivery_ids=list(ids) if ids else None)  # fmt: skip
+        done = replay(conn, workspace=hub.workspace, where=where, now=now,
+                      delivery_ids=list(ids) if ids else None)  # fmt: skip
         record_audit(conn, key=_audit_key(hub.settings), at=now, actor=CLI_ACTOR,
                      action="deliveries.replay", workspace=hub.workspace,
-                     target=str(len(queued)))  # fmt: skip
+                     target=str(len(done.replayed) + len(done.due_now)))  # fmt: skip
     if as_json:
-        _print_json({"replayed": queued, "count": len(queued)})
+        _print_json({"replayed": done.replayed, "count": len(done.replayed),
+                     "due_now": done.due_now})  # fmt: skip
         return
-    for delivery_id in queued:
+    for delivery_id in done.replayed + done.due_now:
         typer.echo(delivery_id)
-    typer.echo(f"replayed {len(queued)} dead letter(s) with their original keys", err=True)
+    typer.echo(f"replayed {len(done.replayed)} finished delivery(ies) with their original keys",
+               err=True)  # fmt: skip
+    if done.due_now:
+        typer.echo(f"made {len(done.due_now)} pending delivery(ies) due now (same keys, "
+                   "attempts kept): " + " ".join(done.due_now), err=True)  # fmt: skip
 
 
 def _audit_key(settings: Settings) -> bytes:

@@ -30,6 +30,7 @@ from synchub.core.clock import Clock
 from synchub.core.ids import new_id
 from synchub.db import Database
 from synchub.events import store
+from synchub.observability.metrics import record_event
 from synchub.register.model import Register
 from synchub.webhooks.service import webhook_destinations
 
@@ -107,6 +108,10 @@ def dispatch_outbox(
         taken = then(conn) if then is not None and rows else 0
         if notify_as is not None and not db.is_sqlite and taken < len(rows):
             store.notify_work(conn, payload=notify_as)
+    # Committed: each outbox event is dispatched once, so counting here counts every event
+    # written exactly once, and never one whose transaction rolled back (ADR 0013).
+    for event in events:
+        record_event(str(event["type"]))
     return len(events)
 
 

@@ -26,7 +26,9 @@ from synchub.events import breaker_store, store
 from synchub.events.breaker import Health, Signal
 from synchub.events.retry import full_jitter_delay, is_exhausted, outlives_budget
 from synchub.mdm.service import record_link
+from synchub.observability.metrics import record_delivery
 from synchub.register.model import RetryPolicy
+from synchub.webhooks.model import endpoint_id_of
 
 if TYPE_CHECKING:  # delivery.py imports this module; only the type comes back
     from synchub.events.delivery import DeliveryContext
@@ -148,7 +150,10 @@ def _decide(
 ) -> tuple[str, dict[str, Any]]:
     """succeeded, retry (with the next attempt time) or dead (with the reason)."""
     if error is None and result is not None:
-        return "succeeded", {"status": "succeeded", "completed_at": now, "last_error": None}
+        # The success's own status (None when the destination made no single HTTP call to
+        # report), never one left over from an earlier failed attempt.
+        return "succeeded", {"status": "succeeded", "completed_at": now, "last_error": None,
+                             "last_status_code": result.status_code}  # fmt: skip
     status = getattr(error, "status", None)
     message = redact_text(str(error))
     age = now - delivery.created_at
@@ -193,11 +198,13 @@ def record_outcome(
         written, after = _write_outcome(ctx, delivery, started, now, outcome, result, then)
         if not written:
             log.warning("delivery.lease_lost", delivery_id=delivery.id)
+            _count(delivery, "lease_lost", started, now)
             return "lease_lost", None
     except LinkConflictError as exc:  # rolled back; the destination merged two of our records
         conflict = PermanentError(f"{delivery.destination} answered with a record that "
                                   f"belongs to another customer: {exc}")  # fmt: skip
         return _conflicted(ctx, delivery, policy, started, conflict, signal, then)
+    _count(delivery, name, started, now)
     (log.warning if name == "dead" else log.info)(
         "delivery.attempted",
         delivery_id=delivery.id,
@@ -227,8 +234,24 @@ def _conflicted(
     written, after = _write_outcome(ctx, delivery, started, now, outcome, None, then)
     if not written:
         log.warning("delivery.lease_lost", delivery_id=delivery.id)
+        _count(delivery, "lease_lost", started, now)
         return "lease_lost", None
+    _count(delivery, name, started, now)
     log.warning("delivery.attempted", delivery_id=delivery.id, destination=delivery.destination,
                 event_type=delivery.event_type, attempt=delivery.attempts, outcome=name,
                 error=values.get("last_error"))  # fmt: skip
     return name, after
+
+
+WEBHOOK_LABEL = "webhook"  # every partner endpoint: metric labels never carry an id (ADR 0013)
+
+
+def metric_destination(destination: str) -> str:
+    """A destination's metric label: its register connection, or `webhook` for any endpoint."""
+    return WEBHOOK_LABEL if endpoint_id_of(destination) is not None else destination
+
+
+def _count(delivery: store.Delivery, outcome: str, started: datetime, now: datetime) -> None:
+    """Count one attempt whose outcome transaction has ended (committed, or lost its lease)."""
+    seconds = max(0.0, (now - started).total_seconds())
+    record_delivery(metric_destination(delivery.destination), outcome, seconds=seconds)

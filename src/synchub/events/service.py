@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from synchub.core.errors import NotFoundError
+from synchub.core.errors import ConflictError, NotFoundError
 from synchub.db import keyset_page
 from synchub.events import breaker, breaker_store, store
 from synchub.register.model import BreakerPolicy, Register
@@ -132,6 +132,24 @@ def get_delivery(
     return _present_delivery(conn, dict(row), history=True)
 
 
+FINISHED = ("dead", "succeeded")
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a replay did."""
+
+    replayed: list[str]  # finished deliveries queued again with a fresh retry budget
+    due_now: list[str]  # pending ones, waiting for a retry, made due now
+
+
+def workspace_of(conn: Connection, delivery_id: str) -> str | None:
+    """The workspace a delivery belongs to (ids are unique across workspaces); None if none."""
+    t = store.deliveries
+    found = conn.execute(sa.select(t.c.workspace).where(t.c.id == delivery_id)).scalar()
+    return None if found is None else str(found)
+
+
 def replay(
     conn: Connection,
     *,
@@ -140,29 +158,69 @@ def replay(
     now: datetime,
     delivery_ids: list[str] | None = None,
     limit: int = 1000,
-) -> list[str]:
-    """Queue finished deliveries again, keeping their idempotency keys; returns their ids.
+) -> Replay:
+    """Queue deliveries again, keeping their idempotency keys and attempt history.
 
-    Only dead or succeeded deliveries are replayed (one already pending or in flight is
-    left alone). Replaying one that had in fact succeeded is harmless: the destination sees
-    the same idempotency key, upsert key or webhook-id again.
+    By filter, only finished (dead or succeeded) deliveries are replayed. By id, each named
+    delivery whatever its status: a finished one is queued again with a fresh retry budget;
+    a pending one (waiting for its next retry) is made due now and keeps its attempt count;
+    one in flight is refused (ConflictError naming it) and nothing changes. An id of no
+    delivery of the workspace (matching the filter) is NotFoundError, and nothing changes.
+    Replaying one that had in fact succeeded is harmless: the destination sees the same
+    idempotency key, upsert key or webhook-id again.
     """
     t = store.deliveries
-    query = _filtered(workspace, where).where(t.c.status.in_(("dead", "succeeded")))
+    if delivery_ids is None:
+        query = _filtered(workspace, where).where(t.c.status.in_(FINISHED))
+    else:
+        query = _filtered(workspace, replace(where, status=None)).where(t.c.id.in_(delivery_ids))
+    rows = conn.execute(query.order_by(t.c.id).limit(limit)).mappings().all()
     if delivery_ids is not None:
-        query = query.where(t.c.id.in_(delivery_ids))
-    ids = [r["id"] for r in conn.execute(query.order_by(t.c.id).limit(limit)).mappings()]
-    if ids:
-        # A replay gets a fresh retry budget; the history keeps every earlier attempt.
-        conn.execute(sa.update(t).where(t.c.id.in_(ids)).values(
-            status="pending", next_attempt_at=now, attempts=0, completed_at=None,
-            dead_reason=None, created_at=now))  # fmt: skip
-        for delivery_id in ids:
-            store.record_attempt(conn, {
-                "delivery_id": delivery_id, "attempt": 0, "started_at": now, "finished_at": now,
-                "outcome": "replayed", "status_code": None, "error": None,
-                "retry_after_seconds": None})  # fmt: skip
-    return ids
+        _check_named(delivery_ids, rows, limit)
+    ids = [r["id"] for r in rows if r["status"] in FINISHED]
+    pending = [r["id"] for r in rows if r["status"] == "pending"]
+    # A replay gets a fresh retry budget; the history keeps every earlier attempt.
+    _update_each(conn, ids, FINISHED, status="pending", next_attempt_at=now, attempts=0,
+                 completed_at=None, dead_reason=None, created_at=now)  # fmt: skip
+    _update_each(conn, pending, ("pending",), next_attempt_at=now)
+    for delivery_id in ids:
+        store.record_attempt(conn, {
+            "delivery_id": delivery_id, "attempt": 0, "started_at": now, "finished_at": now,
+            "outcome": "replayed", "status_code": None, "error": None,
+            "retry_after_seconds": None})  # fmt: skip
+    return Replay(replayed=ids, due_now=pending)
+
+
+def _check_named(delivery_ids: list[str], rows: Sequence[Any], limit: int) -> None:
+    """Refuse a replay by id that names a delivery in flight or one that is not there."""
+    busy = sorted(r["id"] for r in rows if r["status"] == "in_flight")
+    if busy:
+        raise ConflictError(
+            f"delivery {', '.join(busy)} is in flight: an attempt is running now; "
+            "replay it once the attempt has finished, if it still needs one"
+        )
+    missing = sorted(set(delivery_ids) - {r["id"] for r in rows})
+    if missing and len(rows) < limit:
+        raise NotFoundError(f"no delivery {', '.join(missing)} (of this workspace, matching "
+                            "the filters given)")  # fmt: skip
+
+
+def _update_each(
+    conn: Connection, ids: list[str], statuses: tuple[str, ...], **values: Any
+) -> None:
+    """Update these deliveries if each still has one of `statuses`; ConflictError (the
+    transaction rolls back) when a worker took one in the meantime."""
+    if not ids:
+        return
+    t = store.deliveries
+    done = conn.execute(
+        sa.update(t).where(t.c.id.in_(ids), t.c.status.in_(statuses)).values(**values)
+    ).rowcount
+    if done != len(ids):
+        raise ConflictError(
+            f"delivery {', '.join(ids)}: a worker took one of them while it was being "
+            "replayed; try again"
+        )
 
 
 def breaker_policies(register: Register) -> Callable[[str], BreakerPolicy]:

@@ -97,7 +97,8 @@ def record_rate_limit(policy: str, layer: str, admitted: bool) -> None:
 
 
 def record_delivery(destination: str, outcome: str, *, seconds: float | None = None) -> None:
-    """Count one delivery attempt (e.g. delivered, retry, dead) and observe its duration."""
+    """Count one delivery attempt (succeeded, retry, dead or lease_lost) and observe its
+    duration (call after the outcome's transaction committed)."""
     metrics = process_metrics()
     metrics.delivery_attempts.labels(destination, outcome).inc()
     if seconds is not None:

@@ -10,7 +10,7 @@ egress proxy configured the request goes to the proxy, which resolves the name i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar, overload
 
 import httpx
@@ -18,7 +18,13 @@ import httpx
 from synchub.auth.model import workspace_kind
 from synchub.connectors import standard_webhooks
 from synchub.connectors.base import Attempt, Delivered, Destination, OutboundEvent
-from synchub.connectors.http import parse_retry_after
+from synchub.connectors.http import (
+    SAFE_HEADERS,
+    ResponseSummary,
+    VendorResponseError,
+    parse_retry_after,
+    summarize_response,
+)
 from synchub.core.clock import Clock
 from synchub.core.errors import (
     HubError,
@@ -49,6 +55,8 @@ from synchub.webhooks.service import (
 from synchub.webhooks.ssrf import CheckedTarget, Resolver, UnsafeUrlError, check_url, resolve_host
 
 USER_AGENT = "synchub-webhooks/1"
+# Bytes of a failed answer's body read for its summary (summarize_response scans no more).
+SUMMARY_READ_LIMIT = 64 * 1024
 T = TypeVar("T")
 
 
@@ -74,6 +82,27 @@ class Reply:
 
     status: int
     retry_after: str | None
+    summary: ResponseSummary | None = None  # redacted, for answers other than 2xx
+
+
+def summarize_failure(response: httpx.Response) -> ResponseSummary:
+    """A redacted summary of a streamed answer, the same as a vendor's (connectors/http.py):
+    status, allow-listed headers, the body's start; at most SUMMARY_READ_LIMIT bytes read."""
+    body = bytearray()
+    more = False
+    try:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > SUMMARY_READ_LIMIT:
+                more = True
+                break
+    except httpx.HTTPError:  # the body broke off: summarize what arrived
+        more = True
+    headers = {k: v for k, v in response.headers.items() if k.lower() in SAFE_HEADERS}
+    read = httpx.Response(response.status_code, headers=headers,
+                          content=bytes(body[:SUMMARY_READ_LIMIT]))  # fmt: skip
+    summary = summarize_response(read)
+    return replace(summary, truncated=True) if more else summary
 
 
 def pinned_request(
@@ -142,15 +171,19 @@ class PartnerWebhooks:
 
     def _send(self, request: httpx.Request) -> Reply:
         try:
-            response = self._http.send(request, stream=True)  # the body is never read
+            response = self._http.send(request, stream=True)  # a 2xx body is never read
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _ConnectFailedError("webhook endpoint unreachable") from exc
         except httpx.TimeoutException as exc:
             raise TransientError("webhook endpoint timed out") from exc
         except httpx.TransportError as exc:
             raise TransientError(f"webhook endpoint failed: {type(exc).__name__}") from exc
-        response.close()
-        return Reply(response.status_code, response.headers.get("Retry-After"))
+        try:
+            ok = 200 <= response.status_code < 300
+            summary = None if ok else summarize_failure(response)
+        finally:
+            response.close()
+        return Reply(response.status_code, response.headers.get("Retry-After"), summary)
 
 
 class _ConnectFailedError(TransientError):
@@ -256,21 +289,27 @@ class PartnerWebhookDestination:
             if endpoint.failing_since is not None:
                 with hooks.db.write() as conn:
                     record_delivered(conn, endpoint)
-            return Delivered(f"webhook endpoint {endpoint.id} answered {reply.status}")
+            return Delivered(f"webhook endpoint {endpoint.id} answered {reply.status}",
+                             status_code=reply.status)  # fmt: skip
         message = f"webhook endpoint answered {reply.status}"
+        # What the endpoint said, as the cause: a dead letter shows it (outcome.py).
+        said = VendorResponseError(reply.summary or ResponseSummary(reply.status))
         if verdict is Verdict.GONE:
             with hooks.db.write() as conn:
                 record_gone(conn, endpoint.id, now=hooks.clock.now(), audit_key=hooks.audit_key)
-            raise RejectedError(f"{message} Gone: the endpoint is disabled", status=reply.status)
+            gone = f"{message} Gone: the endpoint is disabled"
+            raise RejectedError(gone, status=reply.status) from said
         if verdict is Verdict.THROTTLED:
             retry_after = parse_retry_after(reply.retry_after, now=hooks.clock.now())
             kind = RateLimitedError if reply.status == 429 else TransientError
             raise self._failed(
                 endpoint, attempt, kind(message, retry_after=retry_after, status=reply.status)
-            )
+            ) from said
         if 300 <= reply.status < 400:
             message += " (redirects are not followed)"
-        raise self._failed(endpoint, attempt, TransientError(message, status=reply.status))
+        raise self._failed(
+            endpoint, attempt, TransientError(message, status=reply.status)
+        ) from said
 
     def _failed(self, endpoint: Endpoint, attempt: Attempt, error: TransientError) -> HubError:
         """Record a failed attempt on the endpoint; the error the delivery loop should see."""
