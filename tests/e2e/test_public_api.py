@@ -185,8 +185,8 @@ def test_every_operation_declares_exactly_one_known_scope() -> None:
 
 
 def test_scope_matrix_every_operation_refuses_every_other_scope(harness: Harness) -> None:
-    client = _client(harness)
-    tokens = {scope: _token(harness, client, scope) for scope in SCOPES}
+    # One client per scope: token requests are rate limited per client id.
+    tokens = {scope: _token(harness, _client(harness), scope) for scope in SCOPES}
     outcomes: Counter[str] = Counter()
     for method, path, needed in _operations():
         url = (

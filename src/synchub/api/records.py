@@ -29,6 +29,8 @@ RESOURCES: list[tuple[str, str, type[schemas.Resource], str]] = [
     ("plan", "plans", schemas.Plan, "read:plans"),
     ("invoice", "invoices", schemas.Invoice, "read:invoices"),
     ("payment", "payments", schemas.Payment, "read:payments"),
+    ("contact", "contacts", schemas.Contact, "read:contacts"),
+    ("refund", "refunds", schemas.Refund, "read:refunds"),
 ]
 
 

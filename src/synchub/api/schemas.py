@@ -44,6 +44,11 @@ class Customer(Resource):
     product_account_id: str | None = None
     billing_status: str | None = None
     source_created_at: datetime | None = None
+    address_line1: str | None = None
+    address_line2: str | None = None
+    address_city: str | None = None
+    address_region: str | None = None
+    address_postal_code: str | None = None
 
 
 class Plan(Resource):
@@ -81,9 +86,22 @@ class InvoiceLine(BaseModel):
     external_id: str
     description: str | None = None
     quantity: int | None = None
-    unit_amount_minor: int | None = None
-    amount_minor: int | None = None
+    unit_amount_minor: int | None = Field(
+        default=None, description="Integer minor units, when the unit price is that exact."
+    )
+    amount_minor: int | None = Field(
+        default=None, description="As the source states it: includes tax when `inclusive`."
+    )
     currency: str | None = None
+    quantity_decimal: str | None = Field(
+        default=None, description="The exact quantity as a decimal string ('2.5000')."
+    )
+    unit_amount_decimal: str | None = Field(
+        default=None, description="The exact unit price in major units ('0.1234')."
+    )
+    tax_minor: int | None = Field(default=None, description="This line's tax, minor units.")
+    tax_type: str | None = Field(default=None, description="The source's tax code or rate id.")
+    tax_rate: str | None = Field(default=None, description="Percent, exact ('15').")
 
 
 class Invoice(Resource):
@@ -105,6 +123,14 @@ class Invoice(Resource):
         default=None, description="A calendar date (organisation's time zone)."
     )
     paid_at: datetime | None = None
+    line_amount_type: Literal["exclusive", "inclusive", "no_tax"] | None = Field(
+        default=None, description="Whether line amounts exclude tax, include it, or have none."
+    )
+    tax_rounding_minor: int | None = Field(
+        default=None,
+        description="tax_minor minus the sum of the lines' tax_minor: the rounding difference "
+        "between per-line and document tax, recorded rather than absorbed.",
+    )
     lines: list[InvoiceLine]
 
 
@@ -118,6 +144,29 @@ class Payment(Resource):
     amount_minor: int | None = None
     amount_refunded_minor: int | None = None
     paid_at: datetime | None = None
+
+
+class Contact(Resource):
+    """A person at a customer or an account (a Xero contact person, a CRM contact)."""
+
+    customer_id: str | None = None
+    account_id: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    role: str | None = None
+
+
+class Refund(Resource):
+    """Money returned against a payment. Amounts are integer minor units of `currency`."""
+
+    payment_id: str | None = None
+    customer_id: str | None = None
+    status: str | None = None
+    currency: str | None = Field(default=None, description="ISO 4217 code.")
+    amount_minor: int | None = None
+    reason: str | None = None
+    refunded_at: datetime | None = Field(default=None, description="When the source made it.")
 
 
 class Event(BaseModel):
@@ -252,6 +301,9 @@ class Replayed(BaseModel):
     replayed: list[str]
     count: int
     request_id: str
+    due_now: list[str] = Field(
+        default_factory=list, description="pending deliveries, waiting for a retry, made due now"
+    )
 
 
 # -- requests ---------------------------------------------------------------------------------

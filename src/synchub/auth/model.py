@@ -21,6 +21,8 @@ SCOPES: dict[str, str] = {
     "read:plans": "Read plans.",
     "read:invoices": "Read invoices and their lines.",
     "read:payments": "Read payments.",
+    "read:contacts": "Read contact persons.",
+    "read:refunds": "Read refunds.",
     "read:events": "Read canonical events.",
     "read:deliveries": "Read deliveries and dead letters.",
     "admin:deliveries": "Replay deliveries and dead letters.",
@@ -33,6 +35,8 @@ SCOPES: dict[str, str] = {
     "read:metrics": "Scrape the operator metrics at GET /metrics (not a /v1 resource).",
     "read:matches": "Read match candidates (possible duplicate customers awaiting review).",
     "admin:matches": "Confirm or reject match candidates (confirming merges golden records).",
+    "read:drift": "Read a customer's drift: reads every connected system's current view now.",
+    "read:conflicts": "Read conflict records (a non-owner disagreeing with a field's owner).",
 }
 
 

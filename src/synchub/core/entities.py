@@ -21,6 +21,7 @@ class Kind(StrEnum):
     DATETIME = "datetime"  # aware UTC instant
     DATE = "date"  # calendar date in the organisation's time zone
     REF = "ref"  # canonical id of another entity
+    DECIMAL = "decimal"  # an exact decimal as text ("15.0000", "0.1234"): rates, 4-dp unit prices
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ ENTITIES: dict[str, tuple[FieldSpec, ...]] = {
         _f("billing_status", Kind.TEXT),
         _f("source_created_at", Kind.DATETIME),
         _f("tax_id", Kind.TEXT),  # NZBN, ABN, GST number...: `scheme:number` or bare (ADR 0016)
+        # The billing address, NFC text as the source wrote it (macrons kept: "Ōtaki").
+        _f("address_line1", Kind.TEXT),
+        _f("address_line2", Kind.TEXT),
+        _f("address_city", Kind.TEXT),
+        _f("address_region", Kind.TEXT),
+        _f("address_postal_code", Kind.TEXT),
     ),
     "plan": (
         _f("name", Kind.TEXT),
@@ -84,7 +91,7 @@ ENTITIES: dict[str, tuple[FieldSpec, ...]] = {
         _f("status", Kind.TEXT),
         _f("currency", Kind.CURRENCY),
         _f("subtotal_minor", Kind.INT),
-        _f("tax_minor", Kind.INT),
+        _f("tax_minor", Kind.INT),  # the document's tax as the source states it
         _f("total_minor", Kind.INT),
         _f("amount_due_minor", Kind.INT),
         _f("amount_paid_minor", Kind.INT),
@@ -92,6 +99,10 @@ ENTITIES: dict[str, tuple[FieldSpec, ...]] = {
         _f("issued_at", Kind.DATETIME),
         _f("due_date", Kind.DATE),
         _f("paid_at", Kind.DATETIME),
+        # How line amounts relate to tax (LINE_AMOUNT_TYPES), and the document tax minus the
+        # sum of the lines' tax: recorded, never absorbed into a line (ADR 0017).
+        _f("line_amount_type", Kind.TEXT),
+        _f("tax_rounding_minor", Kind.INT),
     ),
     "payment": (
         _f("customer_id", Kind.REF, "customer"),
@@ -102,14 +113,39 @@ ENTITIES: dict[str, tuple[FieldSpec, ...]] = {
         _f("amount_refunded_minor", Kind.INT),
         _f("paid_at", Kind.DATETIME),
     ),
+    "contact": (  # a person at a customer or an account (Xero ContactPersons, CRM contacts)
+        _f("customer_id", Kind.REF, "customer"),
+        _f("account_id", Kind.REF, "account"),
+        _f("name", Kind.TEXT),
+        _f("email", Kind.EMAIL),
+        _f("phone", Kind.TEXT),
+        _f("role", Kind.TEXT),
+    ),
+    "refund": (
+        _f("payment_id", Kind.REF, "payment"),
+        _f("customer_id", Kind.REF, "customer"),
+        _f("status", Kind.TEXT),
+        _f("currency", Kind.CURRENCY),
+        _f("amount_minor", Kind.INT),
+        _f("reason", Kind.TEXT),
+        _f("refunded_at", Kind.DATETIME),  # made at the source (`created_at` is the row's own)
+    ),
 }
+
+# How an invoice's line amounts treat tax (Xero LineAmountTypes, Stripe tax_behavior).
+LINE_AMOUNT_TYPES = frozenset({"exclusive", "inclusive", "no_tax"})
 
 LINE_FIELDS: tuple[FieldSpec, ...] = (
     _f("description", Kind.TEXT),
-    _f("quantity", Kind.INT),
-    _f("unit_amount_minor", Kind.INT),
-    _f("amount_minor", Kind.INT),
+    _f("quantity", Kind.INT),  # when whole; quantity_decimal always holds the exact quantity
+    _f("unit_amount_minor", Kind.INT),  # when exact in minor units; else see unit_amount_decimal
+    _f("amount_minor", Kind.INT),  # as the source states it (tax included if "inclusive")
     _f("currency", Kind.CURRENCY),
+    _f("quantity_decimal", Kind.DECIMAL),
+    _f("unit_amount_decimal", Kind.DECIMAL),  # major units, exact (Xero unitdp=4: "0.1234")
+    _f("tax_minor", Kind.INT),
+    _f("tax_type", Kind.TEXT),  # the source's tax code or rate id (Xero OUTPUT2, Stripe txr_…)
+    _f("tax_rate", Kind.DECIMAL),  # percent, exact ("15", "12.5") when the source gives it
 )
 
 # Which entity each entity belongs to for delivery ordering: all of one customer's
@@ -121,6 +157,8 @@ AGGREGATE_REF = {
     "subscription": "customer_id",
     "invoice": "customer_id",
     "payment": "customer_id",
+    "contact": "customer_id",
+    "refund": "customer_id",
 }
 
 ENTITLED_STATUSES = frozenset({"active", "trialing", "past_due"})

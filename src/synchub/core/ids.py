@@ -16,6 +16,8 @@ PREFIXES = {
     "invoice": "inv",
     "invoice_line": "invl",
     "payment": "pay",
+    "contact": "con",
+    "refund": "rfd",
     "event": "evt",
     "delivery": "dlv",
     "inbox": "ibx",

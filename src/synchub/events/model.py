@@ -46,6 +46,10 @@ _CATALOGUE = (
     EventType("payment.succeeded", "payment", "A payment succeeded."),
     EventType("payment.failed", "payment", "A payment failed."),
     EventType("payment.refunded", "payment", "Part or all of a payment was refunded."),
+    EventType("contact.created", "contact", "A contact person was seen for the first time."),
+    EventType("contact.updated", "contact", "One or more contact person fields changed."),
+    EventType("refund.created", "refund", "A refund was seen for the first time."),
+    EventType("refund.updated", "refund", "A refund changed (for example its status)."),
 )
 
 CATALOGUE: dict[str, EventType] = {e.name: e for e in _CATALOGUE}

@@ -78,7 +78,7 @@ def verify_signature(
 
 # -- reading a verified event -----------------------------------------------------------------
 
-MAPPED_OBJECTS = frozenset({"customer", "subscription", "invoice", "charge"})
+MAPPED_OBJECTS = frozenset({"customer", "subscription", "invoice", "charge", "refund"})
 EVENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 EVENT_TYPE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)+")
 MAX_TYPE_LENGTH = 120
