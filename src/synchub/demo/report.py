@@ -60,6 +60,31 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             highlight=False,
         )
 
+    rec = summary.get("reconciliation")
+    if rec:
+        console.print(
+            f"\n[bold]Reconciliation[/bold] (the next morning): {rec['drift_found']} drifted "
+            f"field(s) found, {rec['conflicts_recorded']} conflict(s) recorded"
+        )
+        for customer in rec["found"]:
+            console.print(f"  {customer['name']}: {customer['in_words']}", highlight=False)
+            for line in customer["drift"]:
+                console.print(f"    ↺ {line}", highlight=False)
+        if rec["repair"]:
+            r = rec["repair"]
+            events = ", ".join(f"{n} {t}" for t, n in r["events"].items()) or "none"
+            console.print(
+                f"  repaired: {r['observed']} owner view(s) applied, {r['pushed']} record(s) "
+                f"pushed through the outbox ({events})",
+                highlight=False,
+            )
+        held = f", {rec['held']} held in the dead-letter queue" if rec["held"] else ""
+        console.print(
+            f"  after the repair: {rec['drift_after_repair']} drifted field(s){held}; "
+            f"{rec['conflicts_resolved']} conflict(s) resolved",
+            highlight=False,
+        )
+
     verdict = summary["consistency"]
     ok = summary["consistent"]
     explained = len(verdict["explained_by_dead_letters"])

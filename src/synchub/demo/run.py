@@ -13,14 +13,16 @@ from typing import Any
 import httpx
 
 from synchub.api.app import create_app
-from synchub.bootstrap import Hub, build_hub, new_sandboxes
+from synchub.bootstrap import Hub, build_hub, new_sandboxes, sandbox_state_dir
 from synchub.config import Settings
 from synchub.core.clock import SystemClock
 from synchub.demo.consistency import check
+from synchub.demo.drift import drift_overnight, reconcile_and_repair
 from synchub.demo.scenario import run_day
 from synchub.events import store as event_store
 from synchub.ingest import store as inbox_store
 from synchub.mdm import store as mdm_store
+from synchub.mdm.conflicts import page as conflict_page
 from synchub.migrations.runner import upgrade
 from synchub.server import BackgroundServer
 from synchub.worker import Worker
@@ -46,7 +48,11 @@ def run_demo(settings: Settings) -> dict[str, Any]:
         shutil.rmtree(settings.data_dir)
     settings.data_dir.mkdir(parents=True)
     clock = SystemClock()
-    boxes = new_sandboxes(stripe_start=clock.now() - timedelta(days=1))
+    # The store was wiped with the data dir, and so were the vendors' kept states: the day
+    # starts on empty vendors, and what they hold at the end stays for `synchub reconcile`.
+    boxes = new_sandboxes(
+        stripe_start=clock.now() - timedelta(days=1), state_dir=sandbox_state_dir(settings)
+    )
     hub = build_hub(settings, clock=clock, sandboxes=boxes)
     # A business day in seconds: the same policies, with backoffs a thousand times shorter.
     hub.policies = {name: replace(p, base_seconds=p.base_seconds / 1000,
@@ -66,9 +72,17 @@ def run_demo(settings: Settings) -> dict[str, Any]:
 
             scenario = run_day(boxes, deliver)
         settled = _wait_until_idle(worker)
+        # The next morning: systems drift apart without telling anyone; reconcile repairs.
+        for text in drift_overnight(hub, boxes):
+            scenario.fault(text)
+        reconciliation = reconcile_and_repair(hub, lambda: _wait_until_idle(worker))
+        settled = settled and reconciliation["settled"]
         consistency = check(hub, boxes)
         summary = summarise(hub, tally, settled=settled, consistency=consistency)
         summary["scenario"] = {"steps": scenario.steps, "faults": scenario.faults}
+        summary["reconciliation"] = reconciliation
+        summary["golden"]["conflicts_open"] = _open_conflicts(hub)
+        summary["consistent"] = summary["consistent"] and reconciliation["drift_after_repair"] == 0
     finally:
         worker.stop()
         server.stop()
@@ -104,6 +118,13 @@ def _wait_until_idle(worker: Worker) -> bool:
         worker.wake()
         time.sleep(0.1)
     return False
+
+
+def _open_conflicts(hub: Hub) -> int:
+    with hub.db.read() as conn:
+        rows, _ = conflict_page(conn, workspace=hub.register.workspace, limit=10_000,
+                                status="open")  # fmt: skip
+    return len(rows)
 
 
 def _name_of(event: dict[str, Any]) -> str | None:

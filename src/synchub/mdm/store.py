@@ -13,6 +13,9 @@ from synchub.core.entities import ENTITIES, LINE_FIELDS, FieldSpec, Kind
 from synchub.core.errors import LinkConflictError
 from synchub.db import UtcDateTime, keyset_page, metadata
 
+# The crosswalk rule of a vendor id its vendor merged into another record (mdm/merge.py).
+MERGED_AWAY = "merged_away"
+
 TABLE_NAMES = {
     "account": "accounts",
     "customer": "customers",
@@ -20,6 +23,8 @@ TABLE_NAMES = {
     "subscription": "subscriptions",
     "invoice": "invoices",
     "payment": "payments",
+    "contact": "contacts",
+    "refund": "refunds",
 }
 
 
@@ -33,6 +38,7 @@ def _column(spec: FieldSpec) -> sa.Column[Any]:
         Kind.DATETIME: UtcDateTime,
         Kind.DATE: sa.Date,
         Kind.REF: sa.String(40),
+        Kind.DECIMAL: sa.String(40),  # exact decimal text, never a float column
     }
     return sa.Column(spec.name, kinds[spec.kind], index=spec.kind in (Kind.REF, Kind.EMAIL))
 
@@ -126,6 +132,12 @@ conflicts = sa.Table(
     sa.Column("other_system", sa.String(40), nullable=False),
     sa.Column("other_value", sa.JSON),
     sa.Column("observed_at", UtcDateTime, nullable=False),
+    # Reconciliation (migration 0007): open until the system agrees again.
+    sa.Column("status", sa.String(20), nullable=False, server_default="open"),
+    sa.Column("found_by", sa.String(20), nullable=False, server_default="ingest"),
+    sa.Column("resolved_at", UtcDateTime),
+    sa.Column("resolved_by", sa.String(120)),
+    sa.Index("ix_conflicts_status", "workspace", "status"),
 )
 
 
@@ -146,9 +158,12 @@ def find_canonical_id(
 
 
 def external_ids(conn: Connection, *, workspace: str, canonical_id: str) -> dict[str, str]:
-    """Every system id linked to one canonical id, by system."""
+    """Every system id linked to one canonical id, by system (not ids the system merged
+    away: they still resolve here, but the record's id there is the surviving one)."""
     query = sa.select(crosswalk.c.system, crosswalk.c.external_id).where(
-        crosswalk.c.workspace == workspace, crosswalk.c.canonical_id == canonical_id
+        crosswalk.c.workspace == workspace,
+        crosswalk.c.canonical_id == canonical_id,
+        crosswalk.c.reason != MERGED_AWAY,
     )
     return {system: external_id for system, external_id in conn.execute(query)}
 
@@ -349,7 +364,9 @@ def external_ids_of(
     if not canonical_ids:
         return {}
     query = sa.select(crosswalk.c.canonical_id, crosswalk.c.system, crosswalk.c.external_id).where(
-        crosswalk.c.workspace == workspace, crosswalk.c.canonical_id.in_(canonical_ids)
+        crosswalk.c.workspace == workspace,
+        crosswalk.c.canonical_id.in_(canonical_ids),
+        crosswalk.c.reason != MERGED_AWAY,
     )
     links: dict[str, dict[str, str]] = {}
     for canonical_id, system, external_id in conn.execute(query):

@@ -86,6 +86,9 @@ class HubSpotClient:
             traceparent,
         )
 
-    def get(self, object_type: str, object_id: str) -> dict[str, Any]:
-        """Read one object by HubSpot id."""
-        return self._call("GET", f"/crm/v3/objects/{object_type}/{object_id}")
+    def get(
+        self, object_type: str, object_id: str, *, properties: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """Read one object by HubSpot id (HubSpot returns only `properties` beyond its own)."""
+        query = f"?properties={','.join(properties)}" if properties else ""
+        return self._call("GET", f"/crm/v3/objects/{object_type}/{object_id}{query}")

@@ -67,6 +67,11 @@ class HubSpotDestination:
         self.name = name
         self._client = client
 
+    @property
+    def client(self) -> HubSpotClient:
+        """The vendor client (reconciliation reads through it)."""
+        return self._client
+
     def deliver(self, event: OutboundEvent, attempt: Attempt) -> Delivered:
         """Upsert the customer's contact (and company) with its current billing properties."""
         if not event.type.startswith("customer."):

@@ -10,6 +10,7 @@ import httpx
 from synchub.connectors import standard_webhooks
 from synchub.connectors.http import raise_for_status, send
 from synchub.core.clock import Clock
+from synchub.core.ids import new_id
 
 
 class ProductClient:
@@ -59,3 +60,28 @@ class ProductClient:
             now=self._clock.now(),
             detail=response.text[:200] if response.status_code >= 400 else "",
         )
+
+    def accounts_url(self) -> str:
+        """Where the product answers what it believes of an account: the callback URL's
+        sibling `accounts` (`…/synchub/callbacks` -> `…/synchub/accounts/{customer id}`)."""
+        return self._url.rstrip("/").rpartition("/")[0] + "/accounts"
+
+    def get_account(self, customer_id: str) -> dict[str, Any] | None:
+        """GET the product's entitlement for one customer (None: it has no such account).
+
+        The request is signed like a callback (empty body), so the product can tell it is us.
+        """
+        timestamp = int(self._clock.now().timestamp())
+        msg_id = "msg_" + new_id("event").partition("_")[2]
+        headers = standard_webhooks.headers_for(
+            b"", msg_id=msg_id, timestamp=timestamp, secrets_=self._secrets
+        )
+        request = self._http.build_request(
+            "GET", f"{self.accounts_url()}/{customer_id}", headers=headers, timeout=self._timeout
+        )
+        response = send(self._http, request, vendor="product")
+        if response.status_code == 404:
+            return None
+        detail = response.text[:200] if response.status_code >= 400 else ""
+        raise_for_status(response, vendor="product", now=self._clock.now(), detail=detail)
+        return dict(response.json())

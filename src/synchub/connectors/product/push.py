@@ -43,6 +43,11 @@ class ProductDestination:
         self.name = name
         self._client = client
 
+    @property
+    def client(self) -> ProductClient:
+        """The vendor client (reconciliation reads through it)."""
+        return self._client
+
     def deliver(self, event: OutboundEvent, attempt: Attempt) -> Delivered:
         """POST the signed callback; the product answers 2xx once it has applied it."""
         body = callback_body(event)

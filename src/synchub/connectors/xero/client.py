@@ -166,6 +166,10 @@ class XeroClient:
         result = self._call("GET", f"/{collection}", params={"where": f'{field}=="{quoted}"'})
         return [dict(item) for item in result.get(collection, [])]
 
+    def get_contact(self, contact_id: str) -> dict[str, Any]:
+        """Read one contact."""
+        return dict(self._call("GET", f"/Contacts/{contact_id}")["Contacts"][0])
+
     def get_invoice(self, invoice_id: str) -> dict[str, Any]:
         """Read one invoice."""
         return dict(self._call("GET", f"/Invoices/{invoice_id}")["Invoices"][0])

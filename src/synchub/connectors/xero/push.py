@@ -130,6 +130,11 @@ class XeroDestination:
         self._sales = sales_account
         self._bank = bank_account
 
+    @property
+    def client(self) -> XeroClient:
+        """The vendor client (reconciliation reads through it)."""
+        return self._client
+
     def deliver(self, event: OutboundEvent, attempt: Attempt) -> Delivered:
         """Apply one customer or invoice event in Xero."""
         if event.type.startswith("customer."):
