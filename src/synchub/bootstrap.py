@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -78,6 +79,19 @@ class Sandboxes:
     broker: MemoryBroker = field(default_factory=MemoryBroker)  # nats connections without a url
     remote_url: str | None = None  # set: the state lives in this shared sandbox server
 
+    def in_process(self) -> list[Sandbox]:
+        """The vendor sandboxes this process holds (none when they live on a server)."""
+        if self.remote_url:
+            return []
+        return [self.stripe, self.hubspot, self.xero, self.product]
+
+    def keep_state(self, directory: Path) -> Sandboxes:
+        """Keep each in-process sandbox's state in `directory/<vendor>.json`: take up what an
+        earlier process left there, and save after every applied write."""
+        for box in self.in_process():
+            box.keep_state(directory / f"{box.vendor}.json")
+        return self
+
     def transport(self, box: Sandbox) -> httpx.BaseTransport:
         """How a connection reaches one of these sandboxes: in process, or over HTTP."""
         if self.remote_url:
@@ -85,9 +99,17 @@ class Sandboxes:
         return box.transport()
 
 
-def new_sandboxes(*, stripe_start: datetime) -> Sandboxes:
-    """Fresh sandboxes; the Stripe account's clock starts at `stripe_start`."""
-    return Sandboxes(stripe=StripeSandbox(clock=FixedClock(stripe_start)))
+def sandbox_state_dir(settings: Settings) -> Path:
+    """Where in-process sandboxes keep their vendor state: `<data_dir>/sandboxes`."""
+    return settings.data_dir / "sandboxes"
+
+
+def new_sandboxes(*, stripe_start: datetime, state_dir: Path | None = None) -> Sandboxes:
+    """Sandboxes; the Stripe account's clock starts at `stripe_start`. With `state_dir` they
+    continue the state kept there (if any) and keep theirs there; without it they are fresh
+    and live only as long as this process."""
+    boxes = Sandboxes(stripe=StripeSandbox(clock=FixedClock(stripe_start)))
+    return boxes.keep_state(state_dir) if state_dir is not None else boxes
 
 
 def remote_sandboxes(url: str, *, stripe_start: datetime) -> Sandboxes:
@@ -186,7 +208,12 @@ def build_hub(
     sandboxes: Sandboxes | None = None,
     db: Database | None = None,
 ) -> Hub:
-    """Build the hub from settings; sandbox-mode connections get in-process sandboxes."""
+    """Build the hub from settings; sandbox-mode connections get in-process sandboxes.
+
+    Sandboxes made here (no `sandboxes` given, no SYNCHUB_SANDBOX_URL) keep their vendor
+    state in `<data_dir>/sandboxes`, so a later process on the same data directory sees the
+    same vendors; sandboxes passed in (tests, the demo) keep state only if their maker asked.
+    """
     register, mappings = load_checked_register(settings)
     missing = missing_credentials(register, settings)
     if missing:
@@ -196,7 +223,7 @@ def build_hub(
     if needs_sandbox and sandboxes is None and settings.sandbox_url:
         sandboxes = remote_sandboxes(settings.sandbox_url, stripe_start=clock.now())
     if needs_sandbox and sandboxes is None:
-        sandboxes = new_sandboxes(stripe_start=clock.now())
+        sandboxes = new_sandboxes(stripe_start=clock.now(), state_dir=sandbox_state_dir(settings))
     hub = Hub(
         settings=settings,
         db=db or make_database(settings.resolved_database_url()),
@@ -332,7 +359,10 @@ def _wire(hub: Hub, connection: Connection) -> None:
         if sandbox_mode and boxes:
             http = _http(hub, connection, boxes.transport(boxes.hubspot))
             token = boxes.hubspot.token
+            hub.webhook_secrets[name] = [boxes.hubspot.client_secret]
         else:
+            if s.hubspot_client_secret is not None:
+                hub.webhook_secrets[name] = [s.hubspot_client_secret.get_secret_value()]
             http, token = (
                 _http(hub, connection, None),
                 _required(_secret(s.hubspot_token), name, "SYNCHUB_HUBSPOT_TOKEN"),

@@ -35,12 +35,25 @@ class Settings(BaseSettings):
         "process through Redis; default: in this process's memory",
     )
     worker_threads: int = Field(default=4, ge=1, le=64)
+    delivery_lease_seconds: float = Field(
+        default=60.0,
+        ge=5.0,
+        le=3600.0,
+        description="how long a worker's claim on a delivery lasts without renewal (renewed "
+        "every third of it while the attempt runs); a killed worker's deliveries are retaken "
+        "after at most this long",
+    )
     log_level: str = "INFO"
     log_json: bool = True
 
     stripe_webhook_secret: SecretStr = SecretStr(DEV_STRIPE_WEBHOOK_SECRET)
     stripe_api_key: SecretStr | None = None
     hubspot_token: SecretStr | None = None
+    hubspot_client_secret: SecretStr | None = Field(
+        default=None,
+        description="the HubSpot app's client secret: verifies its webhook notifications "
+        "(contact merges); default: none, so live HubSpot webhooks are refused",
+    )
     xero_token: SecretStr | None = None
     xero_tenant_id: str | None = None
     product_callback_url: str = "http://127.0.0.1:9090/synchub/callbacks"

@@ -93,6 +93,7 @@ class Worker:
             worker_id=self.worker_id,
             concurrency=hub.settings.worker_threads,
             breaker_for=breaker_policies(hub.register),
+            lease=timedelta(seconds=hub.settings.delivery_lease_seconds),
         )
         self.dispatcher = Dispatcher()
         self.deliveries = DeliveryPool(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -283,6 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the sandboxes' journals are the record."""
 
     def _serve(self) -> None:
+        received_at = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         hosted = self.server.hosted
@@ -292,7 +294,11 @@ class _Handler(BaseHTTPRequestHandler):
         headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _UNFORWARDED]
         host = self.headers.get(HOST_HEADER) or "sandbox.invalid"
         request = httpx.Request(
-            self.command, f"https://{host}{self.path}", headers=headers, content=body
+            self.command,
+            f"https://{host}{self.path}",
+            headers=headers,
+            content=body,
+            extensions={"sandbox_received_at": received_at},
         )
         try:
             response = hosted.handle(self.headers.get(VENDOR_HEADER) or "", request)
@@ -325,6 +331,12 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], hosted: HostedSandboxes) -> None:
         super().__init__(address, _Handler)
         self.hosted = hosted
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanished (a SIGKILLed worker) is expected; anything else is printed."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

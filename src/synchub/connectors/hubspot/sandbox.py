@@ -1,19 +1,27 @@
-"""An in-process HubSpot (CRM v3 objects, batch upsert, v4 default associations).
+"""An in-process HubSpot (CRM v3 objects, batch upsert, v4 default associations, contact
+merges with their webhook).
 
 Follows HubSpot's published shapes: batch upsert by a unique `idProperty`, string property
 values, numeric-string ids, `{"status": "error", "category": …}` errors. Unknown properties
-and invalid emails are refused with 400 VALIDATION_ERROR, as HubSpot does.
+and invalid emails are refused with 400 VALIDATION_ERROR, as HubSpot does. A merge
+(`POST /crm/v3/objects/contacts/merge`) keeps the primary contact, fills its empty properties
+from the merged one, lists the merged id in `hs_merged_object_ids`, answers reads of the
+merged id with the primary, and queues a `contact.merge` notification signed with the app's
+client secret (v3 signature) for `deliver_webhooks`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from synchub.connectors.hubspot.webhooks import signature_v3
 from synchub.connectors.sandbox import Sandbox, json_response
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -32,6 +40,7 @@ PROPERTIES = {
     "companies": {"name", "domain", "synchub_account_id"},
 }
 UNIQUE = {"contacts": {"email", "synchub_customer_id"}, "companies": {"synchub_account_id"}}
+SANDBOX_CLIENT_SECRET = "hs-sandbox-client-secret"  # noqa: S105 - the sandbox app's secret
 
 
 def _now() -> str:
@@ -50,12 +59,23 @@ class HubSpotSandbox(Sandbox):
 
     vendor = "hubspot"
 
-    def __init__(self, *, token: str = "pat-sandbox") -> None:  # noqa: S107 - a sandbox token
+    def __init__(
+        self,
+        *,
+        token: str = "pat-sandbox",  # noqa: S107 - a sandbox token
+        client_secret: str = SANDBOX_CLIENT_SECRET,
+    ) -> None:
         super().__init__()
         self.token = token
+        self.client_secret = client_secret  # the app's secret: signs webhook notifications
+        self.portal_id, self.app_id = 62515, 1160452
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"contacts": {}, "companies": {}}
         self.associations: set[tuple[str, str]] = set()
+        self.merged_into: dict[str, str] = {}  # merged contact id -> the contact it became
+        self.notifications: list[dict[str, Any]] = []  # events waiting for deliver_webhooks
+        self._event_ids = itertools.count(1)
         self._next_id = 1000
+        self.route("POST", r"/crm/v3/objects/contacts/merge", self._merge)
         self.route("POST", r"/crm/v3/objects/(contacts|companies)/batch/upsert", self._upsert)
         self.route("PATCH", r"/crm/v3/objects/(contacts|companies)/(\d+)", self._patch)
         self.route("GET", r"/crm/v3/objects/(contacts|companies)/(\d+)", self._get)
@@ -64,6 +84,29 @@ class HubSpotSandbox(Sandbox):
             r"/crm/v4/objects/contact/(\d+)/associations/default/company/(\d+)",
             self._associate,
         )
+
+    def to_state(self) -> dict[str, Any]:
+        """Records, associations, merges and the id counters (notifications not yet sent
+        belong to the process that would send them, and are not kept)."""
+        with self.lock:
+            event_id = next(self._event_ids)
+            self._event_ids = itertools.count(event_id)
+            return {
+                "objects": self.objects,
+                "associations": sorted(self.associations),
+                "merged_into": self.merged_into,
+                "next_id": self._next_id,
+                "next_event_id": event_id,
+            }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Continue a kept portal: ids go on from where it stopped."""
+        with self.lock:
+            self.objects = {kind: dict(state["objects"].get(kind, {})) for kind in self.objects}
+            self.associations = {(c, co) for c, co in state["associations"]}
+            self.merged_into = dict(state["merged_into"])
+            self._next_id = int(state["next_id"])
+            self._event_ids = itertools.count(int(state["next_event_id"]))
 
     def authorised(self, request: httpx.Request) -> bool:
         """Private-app tokens come as a Bearer header."""
@@ -138,7 +181,10 @@ class HubSpotSandbox(Sandbox):
         return json_response(200, record)
 
     def _get(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
-        record = self.objects[match.group(1)].get(match.group(2))
+        kind, object_id = match.group(1), match.group(2)
+        if kind == "contacts":
+            object_id = self._current_id(object_id)
+        record = self.objects[kind].get(object_id)
         if record is None:
             return _error(404, "OBJECT_NOT_FOUND", "Object not found")
         return json_response(200, record)
@@ -167,3 +213,121 @@ class HubSpotSandbox(Sandbox):
         """Every contact's properties (for consistency checks)."""
         with self.lock:
             return [dict(r["properties"], id=r["id"]) for r in self.objects["contacts"].values()]
+
+    # -- merges and their notifications ------------------------------------------------------
+
+    def _current_id(self, contact_id: str) -> str:
+        seen = set()
+        while contact_id in self.merged_into and contact_id not in seen:
+            seen.add(contact_id)
+            contact_id = self.merged_into[contact_id]
+        return contact_id
+
+    def _merge(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        primary, merged = body.get("primaryObjectId"), body.get("objectIdToMerge")
+        if not isinstance(primary, str) or not isinstance(merged, str):
+            return _error(
+                400, "VALIDATION_ERROR", "primaryObjectId and objectIdToMerge are required"
+            )
+        problem = self._merge_problem(primary, merged)
+        if problem:
+            return problem
+        record = self._apply_merge(primary, merged)
+        self.record(request, entity=f"contacts/{primary}", key=f"merged={merged}")
+        return json_response(200, record)
+
+    def _merge_problem(self, primary: str, merged: str) -> httpx.Response | None:
+        contacts = self.objects["contacts"]
+        if primary not in contacts or merged not in contacts:
+            return _error(404, "OBJECT_NOT_FOUND", "Object not found")
+        if primary == merged:
+            return _error(400, "VALIDATION_ERROR", "Cannot merge an object with itself")
+        return None
+
+    def create_contact(self, properties: dict[str, str]) -> str:
+        """A contact made by a person in HubSpot (not through the API); its id."""
+        with self.lock:
+            self._next_id += 1
+            contact = str(self._next_id)
+            self.objects["contacts"][contact] = {"id": contact, "properties": dict(properties),
+                                                 "createdAt": _now(), "updatedAt": _now(),
+                                                 "archived": False}  # fmt: skip
+            self.changed()
+            return contact
+
+    def merge_contacts(
+        self, primary: str, merged: str, *, new_object: bool = False
+    ) -> dict[str, Any]:
+        """Merge contact `merged` into `primary`, as a person in HubSpot's UI would; with
+        `new_object` the result gets a new id (HubSpot does that in some cases)."""
+        with self.lock:
+            problem = self._merge_problem(primary, merged)
+            if problem is not None:
+                raise ValueError(json.loads(problem.content)["message"])
+            result = self._apply_merge(primary, merged, new_object=new_object)
+            self.changed()
+            return result
+
+    def _apply_merge(
+        self, primary: str, merged: str, *, new_object: bool = False
+    ) -> dict[str, Any]:
+        contacts = self.objects["contacts"]
+        keep, gone = contacts[primary], contacts.pop(merged)
+        moved = 0
+        for name, value in gone["properties"].items():
+            if value and not keep["properties"].get(name) and name in PROPERTIES["contacts"]:
+                keep["properties"][name] = value
+                moved += 1
+        ids = [i for i in keep["properties"].get("hs_merged_object_ids", "").split(";") if i]
+        keep["properties"]["hs_merged_object_ids"] = ";".join([*ids, merged])
+        keep["updatedAt"] = _now()
+        result = primary
+        if new_object:
+            self._next_id += 1
+            result = str(self._next_id)
+            contacts.pop(primary)
+            keep["id"] = result
+            contacts[result] = keep
+            self.merged_into[primary] = result
+            self.associations = {(result if c == primary else c, co) for c, co in self.associations}
+        self.merged_into[merged] = result
+        self.associations = {(result if c == merged else c, co) for c, co in self.associations}
+        self.notifications.append(
+            {
+                "eventId": next(self._event_ids),
+                "subscriptionId": 4321,
+                "portalId": self.portal_id,
+                "appId": self.app_id,
+                "occurredAt": int(time.time() * 1000),
+                "subscriptionType": "contact.merge",
+                "attemptNumber": 0,
+                "objectId": int(result),
+                "changeFlag": "MERGED",
+                "changeSource": "CRM_UI",
+                "primaryObjectId": int(primary),
+                "mergedObjectIds": [int(merged)],
+                "newObjectId": int(result),
+                "numberOfPropertiesMoved": moved,
+            }
+        )
+        return dict(keep)
+
+    def deliver_webhooks(
+        self, http: httpx.Client, url: str, *, now_ms: int | None = None
+    ) -> list[httpx.Response]:
+        """POST the waiting notifications as one batch (a JSON array), signed as HubSpot
+        signs (v3); return the responses. Nothing waiting: nothing sent."""
+        with self.lock:
+            pending, self.notifications = self.notifications, []
+        if not pending:
+            return []
+        body = json.dumps(pending).encode()
+        timestamp = str(now_ms if now_ms is not None else int(time.time() * 1000))
+        headers = {
+            "Content-Type": "application/json",
+            "X-HubSpot-Signature-v3": signature_v3(self.client_secret, method="POST", uri=url,
+                                                   body=body, timestamp=timestamp),
+            "X-HubSpot-Request-Timestamp": timestamp,
+        }  # fmt: skip
+        return [http.post(url, content=body, headers=headers)]

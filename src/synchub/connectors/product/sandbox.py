@@ -37,6 +37,22 @@ class ProductSandbox(Sandbox):
         self.seen: set[str] = set()
         self.duplicates = 0
         self.route("POST", re.escape(path), self._callback)
+        accounts = path.rstrip("/").rpartition("/")[0] + "/accounts"
+        self.route("GET", re.escape(accounts) + r"/([^/]+)", self._account)
+
+    def to_state(self) -> dict[str, Any]:
+        """Each account's entitlement and the webhook ids already applied (the secret is
+        each process's own: the hub signs with whatever its sandbox holds)."""
+        with self.lock:
+            return {"accounts": self.accounts, "seen": sorted(self.seen),
+                    "duplicates": self.duplicates}  # fmt: skip
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Continue a kept product: a callback applied before is still a duplicate."""
+        with self.lock:
+            self.accounts = dict(state["accounts"])
+            self.seen = set(state["seen"])
+            self.duplicates = int(state["duplicates"])
 
     def _callback(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
         try:
@@ -59,3 +75,26 @@ class ProductSandbox(Sandbox):
         self.seen.add(msg_id)
         self.record(request, entity=f"accounts/{data['customer_id']}", key=msg_id, created=True)
         return httpx.Response(204)
+
+    def _account(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
+        """What the product believes of one account (signed like callbacks; reconciliation)."""
+        try:
+            standard_webhooks.verify(
+                request.content,
+                dict(request.headers),
+                secret=self.secret,
+                now=int(self.clock.now().timestamp()),
+            )
+        except SignatureError:
+            return json_response(401, {"error": "bad signature"})
+        account = self.accounts.get(match.group(1))
+        if account is None:
+            return json_response(404, {"error": "no such account"})
+        return json_response(
+            200,
+            {
+                "customer_id": match.group(1),
+                "entitled": account["entitled"],
+                "billing_status": account["billing_status"],
+            },
+        )

@@ -14,7 +14,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from importlib import resources
 from typing import Any
@@ -70,6 +70,29 @@ class StripeSandbox(Sandbox):
             self._retrieve,
         )
 
+    # -- state kept across processes ----------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Objects, the next invoice number and the account's clock (webhooks not yet sent
+        belong to the process that would send them, and are not kept)."""
+        with self.lock:
+            number = next(self._invoice_numbers)
+            self._invoice_numbers = itertools.count(number)
+            return {
+                "objects": self.objects,
+                "next_invoice_number": number,
+                "clock": self.clock.now().isoformat(),
+            }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Continue a kept account; its clock never goes back."""
+        with self.lock:
+            self.objects = {kind: dict(state["objects"].get(kind, {})) for kind in self.objects}
+            self._invoice_numbers = itertools.count(int(state["next_invoice_number"]))
+            behind = datetime.fromisoformat(state["clock"]) - self.clock.now()
+            if behind > timedelta(0):
+                self.clock.advance(behind)
+
     # -- the read API -----------------------------------------------------------------------
 
     def authorised(self, request: httpx.Request) -> bool:
@@ -124,6 +147,7 @@ class StripeSandbox(Sandbox):
         if previous:
             event["data"]["previous_attributes"] = previous
         self.outbox.append(PendingWebhook(event))
+        self.changed()  # every change to an object emits an event, after making it
         return event
 
     def duplicate_last(self, event_type: str) -> None:
@@ -227,6 +251,7 @@ class StripeSandbox(Sandbox):
             },
         )
         self.objects["prices"][price["id"]] = price
+        self.changed()
         return price
 
     def create_subscription(
@@ -496,6 +521,11 @@ class StripeSandbox(Sandbox):
         """POST /v1/refunds for a charge (all of it by default)."""
         charge = self.objects["charges"][charge_id]
         refund = amount if amount is not None else charge["amount"]
+        record: dict[str, Any] = copy.deepcopy(self._t["refund"])
+        record.update(id=_stripe_id("re"), amount=refund, charge=charge_id,
+                      currency=charge["currency"], created=self._now(), status="succeeded",
+                      customer=charge["customer"], reason="requested_by_customer")  # fmt: skip
+        charge["refunds"]["data"].append(record)
         charge.update(
             amount_refunded=charge["amount_refunded"] + refund,
             refunded=charge["amount_refunded"] + refund >= charge["amount"],

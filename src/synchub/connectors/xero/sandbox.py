@@ -23,6 +23,7 @@ from synchub.connectors.xero.client import dumps_exact, format_xero_offset
 
 BASE = "/api.xro/2.0"
 _WHERE = re.compile(r'(\w+)=="((?:[^"\\]|\\.)*)"')
+KEPT_IDEMPOTENCY_KEYS = 2000  # stored replies kept across processes, newest first
 SANDBOX_TOKEN = "xero-sandbox-token"  # noqa: S105 - the sandbox's own fake credential
 
 
@@ -66,6 +67,36 @@ class XeroSandbox(Sandbox):
         self.route("POST", BASE + r"/Invoices(?:/([0-9a-f-]{36}))?", self._save_invoice)
         self.route("GET", BASE + r"/Invoices/([0-9a-f-]{36})", self._get_invoice)
         self.route("PUT", BASE + r"/Payments", self._create_payment)
+
+    def to_state(self) -> dict[str, Any]:
+        """Contacts, invoices, payments, the invoice counter and the newest stored
+        idempotent responses (Xero forgets keys too; the file stays small)."""
+        with self.lock:
+            keys = list(self.idempotency.items())[-KEPT_IDEMPOTENCY_KEYS:]
+            return {
+                "contacts": self.contacts,
+                "invoices": self.invoices,
+                "payments": self.payments,
+                "invoice_seq": self._invoice_seq,
+                "idempotency_mismatches": self.idempotency_mismatches,
+                "idempotency": [
+                    [key, fingerprint, r.status_code, list(r.headers.items()), r.text]
+                    for key, (fingerprint, r) in keys
+                ],
+            }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Continue a kept organisation: numbers go on, stored replies still replay."""
+        with self.lock:
+            self.contacts = dict(state["contacts"])
+            self.invoices = dict(state["invoices"])
+            self.payments = dict(state["payments"])
+            self._invoice_seq = int(state["invoice_seq"])
+            self.idempotency_mismatches = int(state["idempotency_mismatches"])
+            self.idempotency = {
+                key: (fingerprint, httpx.Response(status, headers=headers, content=text.encode()))
+                for key, fingerprint, status, headers, text in state["idempotency"]
+            }
 
     def authorised(self, request: httpx.Request) -> bool:
         """OAuth bearer token and the organisation's tenant id."""
@@ -118,6 +149,7 @@ class XeroSandbox(Sandbox):
                 "EmailAddress": email,
                 "UpdatedDateUTC": format_xero_offset(datetime.now(UTC)),
             }
+            self.changed()
             return contact_id
 
     @staticmethod
