@@ -11,13 +11,15 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from synchub.auth.cli import clients_app, keys_app
 from synchub.config import Settings
 from synchub.contract.cli import contract_app
 from synchub.core.errors import HubError
 from synchub.events.cli import deliveries_app, dlq_app
+from synchub.mdm.cli import reconcile_command
+from synchub.mdm.merges_cli import merges_app
 from synchub.observability.logging import configure_logging
 from synchub.ratelimit.cli import show_usage
 from synchub.register.loader import RegisterError
@@ -35,6 +37,8 @@ app.add_typer(contract_app, name="contract")
 app.command("usage")(show_usage)
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(merges_app, name="merges")
+app.command("reconcile")(reconcile_command)
 sandbox_app = typer.Typer(help="Vendor sandboxes over HTTP (chaos tests).", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 err = Console(stderr=True, soft_wrap=True)
@@ -247,12 +251,15 @@ def _print_replay(directory: Path, result: dict[str, Any]) -> None:
 
 @app.command("audit")
 def audit_log(
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="how many entries")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="how many entries: the newest N")
+    ] = 50,
     workspace: Annotated[str | None, typer.Option(help="only this workspace")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Show the audit log (oldest first) and check that its hash chain is intact."""
-    from synchub.audit.service import chain_key, entries, head_hash, verify_chain
+    """Show the newest audit log entries (printed oldest first) and check that its hash
+    chain is intact."""
+    from synchub.audit.service import chain_key, head_hash, verify_chain
     from synchub.bootstrap import key_encryption_key
     from synchub.db import make_database
     from synchub.events.outbox import to_json_safe
@@ -262,7 +269,7 @@ def audit_log(
     db = make_database(settings.resolved_database_url())
     upgrade(db)
     with db.read() as conn:
-        rows, _ = entries(conn, workspace=workspace, limit=limit, starting_after=None)
+        rows = _newest_audit_entries(conn, workspace=workspace, limit=limit)
         broken = verify_chain(conn, key=chain_key(key_encryption_key(settings)))
         head = head_hash(conn)
     db.dispose()
@@ -271,17 +278,24 @@ def audit_log(
             json.dumps({"entries": to_json_safe(rows), "broken": broken, "head_hash": head}) + "\n"
         )
     else:
-        table = Table("at", "workspace", "actor", "action", "target", "outcome")
+        table = Table(
+            "at",
+            "workspace",
+            _whole("actor", rows, "actor"),
+            "action",
+            _whole("target", rows, "target"),
+            "outcome",
+        )
         for row in rows:
             table.add_row(
-                str(row["at"]),
+                str(to_json_safe(row["at"])),
                 row["workspace"] or "-",
                 row["actor"],
                 row["action"],
                 row["target"] or "-",
                 row["outcome"],
             )
-        Console().print(table)
+        Console(width=max(160, Console().width)).print(table)
         err.print(
             f"chain intact; head {head} (keep it elsewhere to detect truncation)"
             if not broken
@@ -290,6 +304,25 @@ def audit_log(
         )
     if broken:
         raise typer.Exit(1)
+
+
+def _newest_audit_entries(conn: Any, *, workspace: str | None, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` audit entries (of a workspace), oldest of them first."""
+    import sqlalchemy as sa
+
+    from synchub.audit.store import audit_log as log_table
+
+    query = sa.select(log_table).order_by(log_table.c.seq.desc()).limit(limit)
+    if workspace is not None:
+        query = query.where(log_table.c.workspace == workspace)
+    newest = [dict(r) for r in conn.execute(query).mappings()]
+    return [{k: v for k, v in r.items() if k not in ("prev_hash", "seq")} for r in reversed(newest)]
+
+
+def _whole(header: str, rows: list[dict[str, Any]], key: str) -> Column:
+    """A table column whose values (ids) are always printed whole: never wrapped or cut."""
+    widest = max((len(str(r[key] or "-")) for r in rows), default=0)
+    return Column(header, no_wrap=True, overflow="fold", min_width=max(widest, len(header)))
 
 
 @app.command("openapi")

@@ -22,10 +22,13 @@ from synchub.api import (
     exports,
     fair_use,
     health,
+    hubspot_webhooks,
     matching,
+    merges,
     metrics,
     oauth,
     product_writes,
+    reconcile,
     records,
     usage,
     webhook_endpoints,
@@ -251,6 +254,9 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
         app.include_router(router)
     app.include_router(usage.router)
     app.include_router(matching.router)
+    app.include_router(merges.router)
+    app.include_router(hubspot_webhooks.router)
+    app.include_router(reconcile.router)
     for module in (oauth, product_writes, events, deliveries, connections, audit, docs):
         app.include_router(module.router)
     app.openapi = lambda: _v1_openapi(app)  # type: ignore[method-assign]  # FastAPI's hook
