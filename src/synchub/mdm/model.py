@@ -37,6 +37,9 @@ class Decision:
 
     changes: dict[str, Any] = field(default_factory=dict)
     conflicts: list[Conflict] = field(default_factory=list)
+    # Fields whose value the observation repeats and whose provenance moves to it (the owner
+    # speaking, or a more recent source saying the same thing).
+    confirmed: list[str] = field(default_factory=list)
 
 
 def survive(
@@ -51,40 +54,54 @@ def survive(
 ) -> Decision:
     """Decide, field by field, which proposed values enter the golden record.
 
-    - The owner of a field always wins, including when it clears the value.
-    - A non-owner fills a field the owner has not spoken for; if the owner has a value and the
-      non-owner disagrees, that is a conflict and the value is not applied.
-    - Fields without an owner take the most recent value by the sources' own versions.
+    - The owner of a field always wins, including when it clears the value or repeats it;
+      once the owner has spoken (even to say "none"), no other source changes the field, and
+      a different value from a non-owner is a conflict (not applied) when the owner has one.
+    - Fields without an owner, and owned fields the owner has not spoken for, take the most
+      recent value by the sources' own versions; equal versions from different systems are
+      decided by the system's name, so that arrival order does not decide. A source that says
+      nothing (None) clears only a value it gave itself: one that does not carry a field
+      never wipes another source's value.
+    - A source repeating the current value at a newer version takes over its provenance
+      (`confirmed`), so that later comparisons are made against its version.
+
+    The result depends on what the sources said, not on the order it arrived in, with one
+    exception by design: the hub keeps only the winning value, so a source clearing its own
+    value cannot bring back an older value from another source (see
+    tests/integration/test_order_independence.py).
     """
     decision = Decision()
     for name, value in proposed.items():
         existing = current.get(name) if current else None
-        if value == existing:
-            continue
         owner = owner_of(entity, name)
         prov = provenance.get(name)
-        if owner is None or owner == source:
-            if owner is None and _is_older(prov, source, source_version):
-                continue
-            if (
-                owner is None
-                and value is None
-                and existing is not None
-                and prov is not None
-                and prov.system != source
-            ):
-                continue
-            decision.changes[name] = value
-        elif prov is not None and prov.system == owner and existing is not None:
-            if value is not None:
+        if owner == source:
+            pass  # the owner has the final say
+        elif owner is not None and prov is not None and prov.system == owner:
+            if value is not None and existing is not None and value != existing:
                 decision.conflicts.append(Conflict(name, owner, existing, source, value))
-        elif value is not None:
+            continue
+        elif _says_nothing_new(value, existing, prov, source) or _is_older(
+            prov, source, source_version
+        ):
+            continue
+        if value != existing:
             decision.changes[name] = value
+        elif (existing is not None or owner == source) and prov != Provenance(
+            source, source_version
+        ):
+            decision.confirmed.append(name)
     return decision
 
 
+def _says_nothing_new(value: Any, existing: Any, prov: Provenance | None, source: str) -> bool:
+    """A None that clears nothing: the field is empty, or its value is another source's."""
+    return value is None and (existing is None or prov is None or prov.system != source)
+
+
 def _is_older(prov: Provenance | None, source: str, source_version: int) -> bool:
-    return prov is not None and prov.system != source and prov.source_version > source_version
+    """Whether the field's current value is more recent than (version, system) says."""
+    return prov is not None and (prov.source_version, prov.system) > (source_version, source)
 
 
 def _json_default(value: Any) -> str:

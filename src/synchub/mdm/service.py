@@ -121,11 +121,14 @@ def apply_observation(
     if snapshot is not None:
         if obs.source_version < snapshot["source_version"]:
             return Outcome(canonical_id=snapshot["canonical_id"], stale=True)
-        if snapshot["payload_hash"] == digest:
+        same_version = obs.source_version == snapshot["source_version"]
+        if snapshot["payload_hash"] == digest and same_version:
             return Outcome(canonical_id=snapshot["canonical_id"], unchanged=True)
-        if obs.source_version == snapshot["source_version"] and break_ties and not authoritative:
+        # The same content at a newer version still goes through survivorship: it is the
+        # source's most recent word, and may now outrank another source's value.
+        if same_version and break_ties and not authoritative:
             raise SourceTieError(obs.entity, obs.external_id)
-    refs = _resolve_refs(conn, obs, ctx.workspace)
+    refs = _inherit_customer(conn, obs.entity, _resolve_refs(conn, obs, ctx.workspace))
     match = (
         matcher.Match(snapshot["canonical_id"], "crosswalk")
         if snapshot
@@ -168,6 +171,22 @@ def _resolve_refs(conn: Connection, obs: Observation, workspace: str) -> dict[st
     return resolved
 
 
+# A record that may arrive without its customer, and the reference whose golden record
+# knows it: a Stripe refund object names its charge but not the charge's customer.
+_CUSTOMER_VIA = {"refund": ("payment_id", "payment")}
+
+
+def _inherit_customer(conn: Connection, entity: str, refs: dict[str, str]) -> dict[str, str]:
+    """Give a record without a customer its parent's, so that its events are ordered with
+    that customer's (the aggregate of delivery order, `changes.aggregate_of`)."""
+    via = _CUSTOMER_VIA.get(entity)
+    if via is None or "customer_id" in refs or via[0] not in refs:
+        return refs
+    parent = store.get_golden(conn, via[1], refs[via[0]]) or {}
+    customer_id = parent.get("customer_id")
+    return {**refs, "customer_id": customer_id} if customer_id else refs
+
+
 def _merge(
     conn: Connection,
     obs: Observation,
@@ -198,7 +217,7 @@ def _merge(
     status_before = (before or {}).get("status")
     if is_regression(obs.entity, status_before, decision.changes.get("status", status_before)):
         outcome.regressions.append(f"status {status_before}->{decision.changes['status']}")
-        decision.changes = {}  # an older state arriving late: keep the terminal/later one
+        decision.changes, decision.confirmed = {}, []  # keep the terminal/later state
     if obs.deleted and not (before or {}).get("deleted"):
         decision.changes["deleted"] = True
     for conflict in decision.conflicts:
@@ -216,7 +235,7 @@ def _merge(
                 "observed_at": ctx.now,
             },
         )
-    _write_golden(conn, obs, ctx, canonical_id, before, decision.changes)
+    _write_golden(conn, obs, ctx, canonical_id, before, decision.changes, decision.confirmed)
     links.link(conn, workspace=ctx.workspace, entity=obs.entity, system=obs.system,
                external_id=obs.external_id, canonical_id=canonical_id, rule=rule, score=score,
                at=ctx.now)  # fmt: skip
@@ -237,6 +256,7 @@ def _write_golden(
     canonical_id: str,
     before: dict[str, Any] | None,
     changes: dict[str, Any],
+    confirmed: list[str],
 ) -> None:
     if before is None:
         store.insert_golden(
@@ -266,7 +286,7 @@ def _write_golden(
                 "source_version": obs.source_version,
                 "observed_at": ctx.now,
             }
-            for name in changes
+            for name in [*changes, *confirmed]
             if name != "deleted"
         ],
     )
