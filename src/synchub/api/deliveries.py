@@ -17,9 +17,14 @@ from synchub.api.records import After, Limit
 from synchub.api.security import require
 from synchub.api.writes import list_body, run_write
 from synchub.auth.model import Principal
-from synchub.core.errors import FieldProblem, ValidationError
 from synchub.events.outbox import EventContext
-from synchub.events.service import DeliveryFilter, get_delivery, list_deliveries, replay
+from synchub.events.service import (
+    DeliveryFilter,
+    check_replay_request,
+    get_delivery,
+    list_deliveries,
+    replay,
+)
 
 router = APIRouter(tags=["deliveries"])
 
@@ -122,6 +127,17 @@ async def get_dead(
     return await run_in_threadpool(_get, request, principal, delivery_id, True)
 
 
+def _check_replay(
+    request: Request, principal: Principal, where: DeliveryFilter, body: schemas.ReplayRequest
+) -> None:
+    sent_null = {name for name in body.model_fields_set if getattr(body, name) is None}
+    with request.app.state.hub.db.read() as conn:
+        check_replay_request(conn, workspace=principal.workspace, where=where,
+                             delivery_ids=body.ids,
+                             connections=request.app.state.hub.register.connections,
+                             sent_null=sent_null)  # fmt: skip
+
+
 def _replay(
     request: Request,
     principal: Principal,
@@ -175,13 +191,10 @@ async def replay_dead(
     body: schemas.ReplayRequest,
     principal: Annotated[Principal, require("admin:deliveries")],
 ) -> JSONResponse:
-    """At least one of ids, destination, event_type, since, until or error_code is needed.
-    Named ids are replayed whatever their status, as for a single delivery."""
-    if not body.model_fields_set:
-        raise ValidationError(
-            "say which dead letters to replay",
-            [FieldProblem("", "give ids or at least one filter")],
-        )
+    """At least one of ids, destination, event_type, since, until or error_code with a value
+    is needed (null is not a filter: 422 naming the fields); an unknown destination, `since`
+    after `until` or an empty `ids` are 422 too. Named ids are replayed whatever their status,
+    as for a single delivery."""
     where = DeliveryFilter(
         status="dead",
         destination=body.destination,
@@ -190,6 +203,7 @@ async def replay_dead(
         until=body.until,
         error_code=body.error_code,
     )
+    await run_in_threadpool(_check_replay, request, principal, where, body)
     with held_slot(request, principal, work="a bulk replay"):  # expensive: one slot
         return await run_in_threadpool(
             _replay, request, principal, "/v1/dead-letters/replay", where, body.ids, body

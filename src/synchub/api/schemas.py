@@ -359,11 +359,13 @@ class AccountCreate(AccountUpdate):
 
 
 class ReplayRequest(_Write):
-    """Which dead letters to replay: by ids, or by filter (at least one criterion)."""
+    """Which dead letters to replay: by ids, or by filter. At least one of them with a value
+    (null is not a filter, `ids` may not be empty); `destination` must name a connection or a
+    destination deliveries went to; `since` may not be after `until` (422 naming the field)."""
 
     ids: list[str] | None = Field(default=None, max_length=1000)
     destination: str | None = None
-    event_type: str | None = None
+    event_type: str | None = None  # at most 120 characters, as the GET filter
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     error_code: int | None = Field(default=None, ge=100, le=599)

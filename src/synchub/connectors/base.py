@@ -7,6 +7,7 @@ TransientError (retry, honouring retry_after) or PermanentError (dead letter). N
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -32,6 +33,16 @@ class OutboundEvent:
     payload: dict[str, Any]
     traceparent: str | None
     links: dict[str, str]  # canonical id -> this destination's id, for the event's entities
+    # The stale-write guard (ADR 0021): this event's outbox sequence number, and for the
+    # records whose snapshots this destination writes, the newest sequence number already
+    # applied there (filled only for destinations that name them in `snapshot_ids`).
+    seq: int = 0
+    applied: Mapping[str, int] = field(default_factory=dict)
+
+    def superseded(self, canonical_id: str) -> bool:
+        """Whether the destination already holds a newer snapshot of this record than the
+        one this event carries (a replay of an old delivery): writing it would roll back."""
+        return self.applied.get(canonical_id, -1) > self.seq
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,11 @@ class Delivered:
     summary: str
     links: list[Link] = field(default_factory=list)
     status_code: int | None = None  # the HTTP status of the call that applied it, if one did
+    # The stale-write guard (ADR 0021): canonical ids whose snapshots this attempt wrote (the
+    # destination now holds them as of this event), and whether it wrote nothing at all
+    # because the destination already holds newer snapshots of everything the event carries.
+    applied: list[str] = field(default_factory=list)
+    superseded: bool = False
 
 
 class Destination(Protocol):

@@ -36,18 +36,25 @@ RETURNED = (
     "attempts",
     "idempotency_key",
     "created_at",
+    "replayed_at",
 )
 
 # The NOT EXISTS is the order rule. On PostgreSQL `OFFSET 0` keeps it a per-row probe of
 # ix_deliveries_order: left to itself, the planner turns it into an anti-join, and on a table
 # whose statistics are stale (any queue that just filled up) it picked a plan that compared
 # every due row with every active one (150 ms for 400 rows, against 1.5 ms).
+# A replayed delivery (ADR 0021) also waits while a later one of its (destination, aggregate)
+# is in flight on a live lease, so the stale-write guard reads what that one applied.
 _DUE = """((d.status = 'pending' AND d.next_attempt_at <= :now)
        OR (d.status = 'in_flight' AND d.lease_until < :now))
   AND NOT EXISTS (
     SELECT 1 FROM deliveries AS e
     WHERE e.destination = d.destination AND e.aggregate_id = d.aggregate_id
-      AND e.event_seq < d.event_seq AND e.status IN ('pending', 'in_flight'){fence})"""
+      AND e.event_seq < d.event_seq AND e.status IN ('pending', 'in_flight'){fence})
+  AND (d.replayed_at IS NULL OR NOT EXISTS (
+    SELECT 1 FROM deliveries AS f
+    WHERE f.destination = d.destination AND f.aggregate_id = d.aggregate_id
+      AND f.event_seq > d.event_seq AND f.status = 'in_flight' AND f.lease_until >= :now{fence}))"""
 
 _SET = (
     "status = 'in_flight', lease_owner = :owner, lease_until = :lease_until,"
@@ -122,7 +129,12 @@ def claim_statement(shape: Shape) -> sa.TextualSelect:
             sa.bindparam("now", type_=UtcDateTime),
             sa.bindparam("lease_until", type_=UtcDateTime),
         )
-        .columns(created_at=UtcDateTime, ev_created_at=UtcDateTime, ev_payload=sa.JSON)
+        .columns(
+            created_at=UtcDateTime,
+            replayed_at=UtcDateTime,
+            ev_created_at=UtcDateTime,
+            ev_payload=sa.JSON,
+        )
     )
 
 

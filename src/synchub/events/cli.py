@@ -20,12 +20,13 @@ from synchub.audit.service import chain_key
 from synchub.audit.service import record as record_audit
 from synchub.config import Settings
 from synchub.core.clock import Clock, SystemClock
-from synchub.core.errors import HubError
+from synchub.core.errors import HubError, ValidationError
 from synchub.db import Database, make_database
 from synchub.events.outbox import to_json_safe
 from synchub.events.service import (
     DeliveryFilter,
     breaker_policies,
+    check_replay_request,
     destination_status,
     get_delivery,
     list_deliveries,
@@ -255,6 +256,15 @@ def dlq_replay(
     if not ids and where == DeliveryFilter(status="dead"):
         raise typer.BadParameter("give dead letter ids or at least one filter")
     with _opened(workspace) as hub, hub.db.write() as conn:
+        try:  # the API's checks: a known destination, since not after until, …
+            check_replay_request(conn, workspace=hub.workspace, where=where,
+                                 delivery_ids=list(ids) if ids else None,
+                                 connections=hub.register.connections)  # fmt: skip
+        except ValidationError as exc:
+            for problem in exc.problems:
+                option = _OPTIONS.get(problem.pointer, problem.pointer or "filters")
+                typer.echo(f"error: {option}: {problem.detail}", err=True)
+            raise typer.Exit(2) from exc
         now = hub.clock.now()
         done = replay(conn, workspace=hub.workspace, where=where, now=now,
                       delivery_ids=list(ids) if ids else None)  # fmt: skip
@@ -272,6 +282,10 @@ def dlq_replay(
     if done.due_now:
         typer.echo(f"made {len(done.due_now)} pending delivery(ies) due now (same keys, "
                    "attempts kept): " + " ".join(done.due_now), err=True)  # fmt: skip
+
+
+_OPTIONS = {"/ids": "IDS", "/destination": "--destination", "/event_type": "--event-type",
+            "/since": "--since", "/until": "--until", "/error_code": "--error-code"}  # fmt: skip
 
 
 def _audit_key(settings: Settings) -> bytes:

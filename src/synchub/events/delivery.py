@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -66,7 +66,7 @@ class DeliveryStats:
     def count(self, outcome: str) -> None:
         """Add one attempt's outcome."""
         self.outcomes.append(outcome)
-        if outcome == "succeeded":
+        if outcome in ("succeeded", "superseded"):
             self.succeeded += 1
         elif outcome == "dead":
             self.dead += 1
@@ -170,6 +170,27 @@ def _outbound(
     )
 
 
+def _with_applied(
+    ctx: DeliveryContext, delivery: store.Delivery, destination: Destination, event: OutboundEvent
+) -> OutboundEvent:
+    """The event with its sequence number and, for a destination that writes snapshots of
+    records (it names them in `snapshot_ids`), the newest snapshot of each it already holds:
+    the stale-write guard (ADR 0021). Read after the claim committed, so a later delivery that
+    finished before this attempt started is seen (a replay waits for one in flight)."""
+    event = replace(event, seq=delivery.event_seq)
+    snapshot_ids = getattr(destination, "snapshot_ids", None)
+    if snapshot_ids is None:
+        return event
+    ids = [str(i) for i in snapshot_ids(event) if i]
+    if not ids:
+        return event
+    with ctx.db.read() as conn:
+        applied = store.applied_seqs(
+            conn, workspace=delivery.workspace, destination=delivery.destination, canonical_ids=ids
+        )
+    return replace(event, applied=applied)
+
+
 def _claim_one(ctx: DeliveryContext) -> Callable[[Any, store.Health_ | None], list[Claimed]]:
     return lambda conn, health: claim_work(ctx, conn, limit=1, health=health)
 
@@ -199,7 +220,8 @@ def deliver_one(
             idempotency_key=delivery.idempotency_key,
             number=delivery.attempts,
         )
-        result = destination.deliver(claimed.event, attempt)
+        event = _with_applied(ctx, delivery, destination, claimed.event)
+        result = destination.deliver(event, attempt)
     except HubError as exc:
         error = exc
     except Exception as exc:

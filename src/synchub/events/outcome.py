@@ -1,7 +1,8 @@
-"""An attempt's outcome: succeeded, retry (full jitter, Retry-After) or dead letter, written
-with its attempt, any links the destination returned and the breaker's update in one
-transaction (ADR 0008). That transaction may also claim the worker's next delivery (`then`),
-so a busy delivery thread costs one transaction per delivery (ADR 0014)."""
+"""An attempt's outcome: succeeded (or superseded, ADR 0021), retry (full jitter,
+Retry-After) or dead letter, written with its attempt, any links the destination returned,
+the snapshots it applied and the breaker's update in one transaction (ADR 0008). That
+transaction may also claim the worker's next delivery (`then`), so a busy delivery thread
+costs one transaction per delivery (ADR 0014)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,11 @@ def _write_outcome(
                             external_id=link.external_id, reason="delivered", at=now)  # fmt: skip
             if not store.finish(conn, delivery.id, owner=ctx.worker_id, **outcome.values):
                 raise _LeaseLostError  # rolls back the links written above
+            if result is not None and result.applied:  # the stale-write guard (ADR 0021)
+                store.record_applied(conn, workspace=delivery.workspace,
+                                     destination=delivery.destination,
+                                     canonical_ids=result.applied, seq=delivery.event_seq,
+                                     event_id=delivery.event_id, at=now)  # fmt: skip
             response = outcome.response.as_dict() if outcome.response else None
             store.record_attempt(conn, {
                 "delivery_id": delivery.id, "attempt": delivery.attempts, "started_at": started,
@@ -156,7 +162,7 @@ def _decide(
                              "last_status_code": result.status_code}  # fmt: skip
     status = getattr(error, "status", None)
     message = redact_text(str(error))
-    age = now - delivery.created_at
+    age = now - delivery.budget_from  # a replay starts a fresh budget
     if isinstance(error, TransientError) and not is_exhausted(delivery.attempts, age, policy):
         delay = full_jitter_delay(
             delivery.attempts, policy, uniform=ctx.uniform, retry_after=error.retry_after
@@ -190,6 +196,10 @@ def record_outcome(
     signal = signal_of(error)
     now = ctx.clock.now()
     name, values = _decide(ctx, delivery, policy, now, result, error)
+    if name == "succeeded" and result is not None and result.superseded:
+        # Nothing was sent: the destination holds newer snapshots (ADR 0021). A success in
+        # the delivery's status; its own outcome in the attempt history; no breaker signal.
+        name, signal = "superseded", None
     response = response_of(error) if error is not None else None
     values["last_response"] = response.as_dict() if response else None
     retry_after = error.retry_after if isinstance(error, TransientError) else None
@@ -213,6 +223,7 @@ def record_outcome(
         attempt=delivery.attempts,
         outcome=name,
         error=values.get("last_error"),
+        **({"reason": result.summary} if name == "superseded" and result else {}),
     )
     return name, after
 

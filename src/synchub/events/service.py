@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from synchub.core.errors import ConflictError, NotFoundError
+from synchub.core.errors import ConflictError, FieldProblem, NotFoundError, ValidationError
 from synchub.db import keyset_page
 from synchub.events import breaker, breaker_store, store
 from synchub.register.model import BreakerPolicy, Register
@@ -128,7 +128,8 @@ def get_delivery(
     row = conn.execute(sa.select(t).where(t.c.id == delivery_id, t.c.workspace == workspace)
                        ).mappings().first()  # fmt: skip
     if row is None or (dead_only and row["status"] != "dead"):
-        raise NotFoundError(f"no {'dead letter' if dead_only else 'delivery'} {delivery_id}")
+        kind = "dead letter" if dead_only else "delivery"
+        raise NotFoundError(f"no {kind} {shown_id(delivery_id)}")
     return _present_delivery(conn, dict(row), history=True)
 
 
@@ -167,7 +168,9 @@ def replay(
     one in flight is refused (ConflictError naming it) and nothing changes. An id of no
     delivery of the workspace (matching the filter) is NotFoundError, and nothing changes.
     Replaying one that had in fact succeeded is harmless: the destination sees the same
-    idempotency key, upsert key or webhook-id again.
+    idempotency key, upsert key or webhook-id again, and the stale-write guard (ADR 0021)
+    keeps a destination that already holds a newer snapshot of the record from being sent
+    this older one. `created_at` is kept; `replayed_at` notes the replay.
     """
     t = store.deliveries
     if delivery_ids is None:
@@ -180,8 +183,10 @@ def replay(
     ids = [r["id"] for r in rows if r["status"] in FINISHED]
     pending = [r["id"] for r in rows if r["status"] == "pending"]
     # A replay gets a fresh retry budget; the history keeps every earlier attempt.
+    # `created_at` stays (since/until filters select by it); the replay's own time starts the
+    # fresh retry budget and is in the history as the `replayed` attempt.
     _update_each(conn, ids, FINISHED, status="pending", next_attempt_at=now, attempts=0,
-                 completed_at=None, dead_reason=None, created_at=now)  # fmt: skip
+                 completed_at=None, dead_reason=None, replayed_at=now)  # fmt: skip
     _update_each(conn, pending, ("pending",), next_attempt_at=now)
     for delivery_id in ids:
         store.record_attempt(conn, {
@@ -201,8 +206,76 @@ def _check_named(delivery_ids: list[str], rows: Sequence[Any], limit: int) -> No
         )
     missing = sorted(set(delivery_ids) - {r["id"] for r in rows})
     if missing and len(rows) < limit:
-        raise NotFoundError(f"no delivery {', '.join(missing)} (of this workspace, matching "
-                            "the filters given)")  # fmt: skip
+        named = ", ".join(shown_id(m) for m in missing[:MAX_SHOWN])
+        more = f" and {len(missing) - MAX_SHOWN} more" if len(missing) > MAX_SHOWN else ""
+        raise NotFoundError(f"no delivery {named}{more} (of this workspace, matching the "
+                            "filters given)")  # fmt: skip
+
+
+MAX_SHOWN = 10  # ids named in one message
+MAX_ID_SHOWN = 80  # characters of an id echoed back
+
+
+def shown_id(value: str) -> str:
+    """An id as echoed in a message: cut to MAX_ID_SHOWN characters."""
+    return value if len(value) <= MAX_ID_SHOWN else value[: MAX_ID_SHOWN - 1] + "…"
+
+
+MAX_FILTER_TEXT = 120  # as the GET filters' query parameters
+FILTER_FIELDS = ("ids", "destination", "event_type", "since", "until", "error_code")
+
+
+def check_replay_request(
+    conn: Connection,
+    *,
+    workspace: str,
+    where: DeliveryFilter,
+    delivery_ids: list[str] | None,
+    connections: Collection[str],
+    sent_null: Collection[str] = (),
+) -> None:
+    """Refuse a bulk replay whose filters cannot mean what was asked (ValidationError naming
+    each field, as a JSON pointer): none with a value (null is not a filter, `ids: []` names
+    nothing), an unknown destination (neither a register connection nor one any delivery of
+    the workspace went to), `since` after `until`, an event type longer than the GET filter's
+    limit. A replay of everything must be asked for by a filter, never by omission."""
+    problems: list[FieldProblem] = []
+    if delivery_ids is not None and not delivery_ids:
+        problems.append(FieldProblem("/ids", "name at least one delivery, or leave ids out"))
+    if where.destination is not None and not _known_destination(
+        conn, workspace, where.destination, connections
+    ):
+        known = ", ".join(sorted(connections))
+        detail = (f"no destination named {shown_id(where.destination)!r}: one of {known}, or "
+                  "webhook:<endpoint id> of an endpoint that has deliveries")  # fmt: skip
+        problems.append(FieldProblem("/destination", detail))
+    if where.event_type is not None and len(where.event_type) > MAX_FILTER_TEXT:
+        problems.append(FieldProblem("/event_type", f"at most {MAX_FILTER_TEXT} characters"))
+    if where.since is not None and where.until is not None and where.since > where.until:
+        problems.append(FieldProblem("/until", "until is before since"))
+    if problems:
+        raise ValidationError("the replay's filters are invalid", problems)
+    filters = (where.destination, where.event_type, where.since, where.until, where.error_code)
+    if not delivery_ids and all(value is None for value in filters):
+        nulls = [name for name in FILTER_FIELDS if name in sent_null]
+        detail = ("null is not a filter: give a value or leave it out; a replay needs ids or "
+                  "at least one of destination, event_type, since, until, error_code")  # fmt: skip
+        raise ValidationError(
+            "say which dead letters to replay",
+            [FieldProblem(f"/{name}", detail) for name in nulls] or [FieldProblem("", detail)],
+        )
+
+
+def _known_destination(
+    conn: Connection, workspace: str, destination: str, connections: Collection[str]
+) -> bool:
+    if destination in connections:
+        return True
+    t = store.deliveries
+    found = conn.execute(
+        sa.select(t.c.id).where(t.c.destination == destination, t.c.workspace == workspace).limit(1)
+    ).first()
+    return found is not None
 
 
 def _update_each(
@@ -242,8 +315,9 @@ def destination_status(
     stats = destination_stats(conn, workspace=workspace)
     t = store.deliveries
     pending_at = sa.case((t.c.status == "pending", t.c.next_attempt_at), else_=None)
+    waiting_since = sa.func.coalesce(t.c.replayed_at, t.c.created_at)  # a replay waits anew
     waiting = conn.execute(
-        sa.select(t.c.destination, sa.func.min(pending_at), sa.func.min(t.c.created_at))
+        sa.select(t.c.destination, sa.func.min(pending_at), sa.func.min(waiting_since))
         .where(t.c.workspace == workspace, t.c.status.in_(store.ACTIVE))
         .group_by(t.c.destination)
     ).all()

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from synchub.db import UtcDateTime, metadata
@@ -63,8 +64,9 @@ deliveries = sa.Table(
     sa.Column("last_status_code", sa.Integer),
     sa.Column("dead_reason", sa.Text),
     sa.Column("last_response", sa.JSON),  # redacted summary of the vendor's last answer
-    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),  # never changes, not even on replay
     sa.Column("completed_at", UtcDateTime),
+    sa.Column("replayed_at", UtcDateTime),  # the last replay: its retry budget counts from here
     sa.UniqueConstraint("event_id", "destination"),
     sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_order", "destination", "aggregate_id", "event_seq"),
@@ -92,6 +94,19 @@ delivery_attempts = sa.Table(
     sa.Index("ix_delivery_attempts_window", "workspace", "destination", "finished_at"),
 )
 
+# The stale-write guard (ADR 0021): per (workspace, destination, canonical record), the outbox
+# sequence number of the newest snapshot of that record the destination was sent.
+applied_versions = sa.Table(
+    "applied_versions",
+    metadata,
+    sa.Column("workspace", sa.String(40), primary_key=True),
+    sa.Column("destination", sa.String(80), primary_key=True),
+    sa.Column("canonical_id", sa.String(40), primary_key=True),
+    sa.Column("applied_seq", sa.BigInteger, nullable=False),
+    sa.Column("event_id", sa.String(40), nullable=False),
+    sa.Column("applied_at", UtcDateTime, nullable=False),
+)
+
 ACTIVE = ("pending", "in_flight")
 BreakerFor = Callable[[str], BreakerPolicy]
 WORK_CHANNEL = "synchub_work"  # NOTIFY: new outbox rows or deliveries (payload: who sent it)
@@ -114,6 +129,12 @@ class Delivery:
     attempts: int
     idempotency_key: str
     created_at: datetime
+    replayed_at: datetime | None = None
+
+    @property
+    def budget_from(self) -> datetime:
+        """When its retry budget (max age) started: its last replay, else its creation."""
+        return self.replayed_at or self.created_at
 
 
 def insert_event(conn: Connection, values: dict[str, Any]) -> int:
@@ -313,6 +334,7 @@ def _to_delivery(row: Any) -> Delivery:
         attempts=row["attempts"],
         idempotency_key=row["idempotency_key"],
         created_at=row["created_at"],
+        replayed_at=row["replayed_at"],
     )
 
 
@@ -356,6 +378,51 @@ def record_attempt(conn: Connection, values: dict[str, Any]) -> None:
     conn.execute(_RECORD_ATTEMPT, values)
 
 
+def applied_seqs(
+    conn: Connection, *, workspace: str, destination: str, canonical_ids: list[str]
+) -> dict[str, int]:
+    """The newest snapshot sequence number applied at a destination, by canonical id."""
+    if not canonical_ids:
+        return {}
+    t = applied_versions
+    rows = conn.execute(
+        sa.select(t.c.canonical_id, t.c.applied_seq).where(
+            t.c.workspace == workspace,
+            t.c.destination == destination,
+            t.c.canonical_id.in_(sorted(set(canonical_ids))),
+        )
+    )
+    return {str(cid): int(seq) for cid, seq in rows}
+
+
+def record_applied(
+    conn: Connection,
+    *,
+    workspace: str,
+    destination: str,
+    canonical_ids: list[str],
+    seq: int,
+    event_id: str,
+    at: datetime,
+) -> None:
+    """Note that the destination now holds these records' snapshots as of outbox `seq`; a
+    number never goes down (a replayed older snapshot that was sent anyway leaves it)."""
+    t = applied_versions
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    for canonical_id in sorted(set(canonical_ids)):
+        values = {"applied_seq": seq, "event_id": event_id, "applied_at": at}
+        statement = dialect.insert(t).values(
+            workspace=workspace, destination=destination, canonical_id=canonical_id, **values
+        )
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[t.c.workspace, t.c.destination, t.c.canonical_id],
+                set_=values,
+                where=t.c.applied_seq < seq,
+            )
+        )
+
+
 def count_by_status(conn: Connection) -> dict[tuple[str, str], int]:
     """How many deliveries per (destination, status)."""
     query = sa.select(deliveries.c.destination, deliveries.c.status, sa.func.count()).group_by(
@@ -373,11 +440,12 @@ def list_deliveries(conn: Connection, *, status: str | None = None) -> list[dict
 
 
 def attempts_of(conn: Connection, delivery_id: str) -> list[dict[str, Any]]:
-    """A delivery's attempts in order."""
+    """A delivery's attempts in the order they were recorded (a replay, numbered 0, and the
+    attempts after it, numbered from 1 again, come after the earlier ones)."""
     query = (
         sa.select(delivery_attempts)
         .where(delivery_attempts.c.delivery_id == delivery_id)
-        .order_by(delivery_attempts.c.attempt)
+        .order_by(delivery_attempts.c.id)
     )
     return [dict(r) for r in conn.execute(query).mappings()]
 

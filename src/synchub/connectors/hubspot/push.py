@@ -2,7 +2,9 @@
 
 HubSpot has no Idempotency-Key: writes are upserts keyed on a unique property (the contact's
 email, the company's `synchub_account_id`) or updates by the HubSpot id held in the crosswalk,
-so repeating a delivery changes nothing.
+so repeating a delivery changes nothing. Each write is the customer's whole snapshot, so one
+older than the snapshot HubSpot already holds (a replay of an old delivery) is not sent at
+all: the stale-write guard (ADR 0021).
 """
 
 from __future__ import annotations
@@ -72,11 +74,19 @@ class HubSpotDestination:
         """The vendor client (reconciliation reads through it)."""
         return self._client
 
+    def snapshot_ids(self, event: OutboundEvent) -> list[str]:
+        """The records whose snapshots a delivery writes here: the customer (ADR 0021)."""
+        customer = event.payload.get("object") or {}
+        return [customer["id"]] if event.type.startswith("customer.") and "id" in customer else []
+
     def deliver(self, event: OutboundEvent, attempt: Attempt) -> Delivered:
         """Upsert the customer's contact (and company) with its current billing properties."""
         if not event.type.startswith("customer."):
             raise RejectedError(f"hubspot does not take {event.type}")
         customer = event.payload["object"]
+        if event.superseded(customer["id"]):  # an upsert has no version check: never roll back
+            return Delivered(f"superseded: hubspot already has a newer snapshot of customer "
+                             f"{customer['id']}", superseded=True)  # fmt: skip
         if not customer.get("email"):
             raise RejectedError("a HubSpot contact needs an email address")
         props = contact_properties(customer)
@@ -108,4 +118,4 @@ class HubSpotDestination:
                 traceparent=tp,
             )
             self._client.associate("contact", str(contact["id"]), "company", str(record["id"]), tp)
-        return Delivered(summary=f"contact {contact['id']}", links=links)
+        return Delivered(summary=f"contact {contact['id']}", links=links, applied=[customer["id"]])

@@ -3,6 +3,11 @@
 Every write carries `Idempotency-Key: synchub:{delivery_id}:{operation}`, so a retried
 delivery (even one whose first response was lost) never creates a second contact, invoice
 or payment. Updates go to the Xero id held in the crosswalk.
+
+The stale-write guard (ADR 0021): a contact is the customer's whole snapshot, so one older
+than the snapshot Xero already holds (a replay of an old delivery) is not written. Invoices,
+voids and payments are not snapshots: they are created once (looked up first, keyed) and only
+move forward, so an old invoice event still makes its payment, with the original key.
 """
 
 from __future__ import annotations
@@ -135,14 +140,27 @@ class XeroDestination:
         """The vendor client (reconciliation reads through it)."""
         return self._client
 
+    def snapshot_ids(self, event: OutboundEvent) -> list[str]:
+        """The records whose snapshots a delivery may write here: the customer (of a customer
+        event, or the one an invoice event carries, for a contact not linked yet)."""
+        if event.type.startswith("customer."):
+            found = (event.payload.get("object") or {}).get("id")
+        else:
+            obj = event.payload.get("object") or {}
+            found = (event.payload.get("customer") or {}).get("id") or obj.get("customer_id")
+        return [str(found)] if found else []
+
     def deliver(self, event: OutboundEvent, attempt: Attempt) -> Delivered:
         """Apply one customer or invoice event in Xero."""
         if event.type.startswith("customer."):
             customer = event.payload["object"]
+            if event.superseded(customer["id"]):
+                return Delivered(f"superseded: xero already has a newer snapshot of customer "
+                                 f"{customer['id']}", superseded=True)  # fmt: skip
             contact_id = self._contact(customer, event, attempt)
-            return Delivered(
-                f"contact {contact_id}", [Link("customer", customer["id"], contact_id)]
-            )
+            return Delivered(f"contact {contact_id}",
+                             [Link("customer", customer["id"], contact_id)],
+                             applied=[customer["id"]])  # fmt: skip
         if event.type in INVOICE_EVENTS:
             return self._invoice(event, attempt)
         raise RejectedError(f"xero does not take {event.type}")
@@ -195,16 +213,24 @@ class XeroDestination:
     def _invoice(self, event: OutboundEvent, attempt: Attempt) -> Delivered:
         invoice = event.payload["object"]
         customer = event.payload.get("customer") or {"id": invoice["customer_id"]}
-        links = []
+        links, applied = [], []
         contact_id = event.links.get(customer["id"])
+        if contact_id is None and event.superseded(customer["id"]):
+            # Xero holds a newer snapshot of this customer: use its contact, never rewrite it.
+            ours = self._client.find("Contacts", "ContactNumber", customer["id"])
+            contact_id = str(ours[0]["ContactID"]) if ours else None
+            if contact_id is not None:
+                links.append(Link("customer", customer["id"], contact_id))
         if contact_id is None:  # the customer's own delivery failed or has not run: make it now
             contact_id = self._contact(customer, event, attempt)
             links.append(Link("customer", customer["id"], contact_id))
+            applied.append(customer["id"])
         key, tp = attempt.idempotency_key, event.traceparent
         saved = self._existing_invoice(invoice, event.links.get(invoice["id"]), contact_id)
         if saved is None:
             if invoice["status"] not in ("open", "paid"):
-                return Delivered(f"nothing to send for a {invoice['status']} invoice", links)
+                return Delivered(f"nothing to send for a {invoice['status']} invoice", links,
+                                 applied=applied)  # fmt: skip
             body = self._invoice_body(invoice, event.payload.get("lines") or [], contact_id,
                                       event.time)  # fmt: skip
             saved = self._client.save_invoice(
@@ -229,7 +255,7 @@ class XeroDestination:
                 idempotency_key=f"{key}:payment", traceparent=tp,
             )  # fmt: skip
             summary += f", payment {payment['PaymentID']}"
-        return Delivered(summary, links)
+        return Delivered(summary, links, applied=applied)
 
     def _existing_invoice(
         self, invoice: dict[str, Any], invoice_id: str | None, contact_id: str
