@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -23,6 +23,7 @@ from synchub.api import (
     fair_use,
     health,
     hubspot_webhooks,
+    intercom_webhooks,
     matching,
     merges,
     metrics,
@@ -31,13 +32,16 @@ from synchub.api import (
     reconcile,
     records,
     usage,
+    vendor_oauth,
     webhook_endpoints,
     webhooks,
 )
 from synchub.api.fair_use import FairUseError
 from synchub.api.problems import problem, problem_for
+from synchub.api.security import authenticate, authentication_attempted, requires_token
+from synchub.auth.model import InvalidAuthorizationError
 from synchub.bootstrap import Hub
-from synchub.core.errors import HubError
+from synchub.core.errors import HubError, SignatureError
 from synchub.core.ids import new_id
 from synchub.observability.tracecontext import continue_or_start, trace_id_of
 
@@ -60,8 +64,50 @@ def _has_bearer(header: bytes) -> bool:
     return scheme.lower() == "bearer" and bool(token.strip())
 
 
+def _rejected(request: Request, exc: HubError) -> JSONResponse:
+    """The problem answer for a HubError, logged (a signature failure with its reason)."""
+    if isinstance(exc, FairUseError):
+        return fair_use.refused(request, exc)
+    principal = getattr(request.state, "principal", None)
+    # The reason a signature failed stays in our log: the answer's detail is fixed (ADR 0005).
+    # The messages name the failed check only, never a secret or the header's value.
+    reason = str(exc) if isinstance(exc, SignatureError) else None
+    log.info("api.rejected", path=request.url.path, method=request.method, code=exc.code,
+             request_id=getattr(request.state, "request_id", None),
+             client_id=getattr(principal, "client_id", None),
+             **({"reason": reason} if reason else {}))  # fmt: skip
+    return problem_for(exc, trace_id=_trace_id(request))
+
+
+async def authentication_first(request: Request) -> JSONResponse | None:
+    """Run authentication and fair use for a /v1 answer made before the route's own check.
+
+    FastAPI reads and parses a JSON body before it solves the route's dependencies, and the
+    middleware refuses an oversized body before routing, so a malformed body (400), an
+    oversized one (413) or an unknown path (404) would otherwise be answered before we know
+    who is calling. Every such answer comes through here first: a bad or missing token is
+    401 whatever the body was, and an authenticated caller's request is counted by fair use
+    (429 when over) and carries the RateLimit fields like every /v1 answer past
+    authentication. None means: go on with the original answer. Runs at most once per
+    request, and not at all where the route's dependency already ran.
+    """
+    if not requires_token(request.url.path) or authentication_attempted(request):
+        return None
+    try:
+        await authenticate(request)
+    except HubError as exc:
+        return _rejected(request, exc)
+    return None
+
+
 class RequestIdMiddleware:
-    """Gives every request an id (X-Request-Id) and its trace id; plain ASGI, no task groups."""
+    """Gives every request an id (X-Request-Id) and its trace id; plain ASGI, no task groups.
+
+    It also refuses, before any routing, what needs no knowledge of the caller: a NUL in the
+    URL, a /v1 request without a bearer token or with two Authorization headers. A body over
+    MAX_BODY_BYTES (declared, or counted as it streams in) is refused with 413 only after the
+    caller is authenticated (see `authentication_first`).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -76,49 +122,6 @@ class RequestIdMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         state["trace_id"] = trace_id_of(continue_or_start(traceparent))
-        raw = scope.get("raw_path", b"") + b"?" + scope.get("query_string", b"")
-        if b"%00" in raw or b"\x00" in raw or "\x00" in scope.get("path", ""):
-            response = problem(
-                400,
-                "bad-request",
-                "Request cannot be processed",
-                code="nul_in_url",
-                trace_id=state["trace_id"],
-                detail="the URL contains a NUL byte",
-                headers={"X-Request-Id": rid},
-            )
-            await response(scope, receive, send)
-            return
-        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if (
-            scope.get("path", "").startswith("/v1/")
-            and not _has_bearer(authorization)
-            and not scope.get("path", "").startswith("/v1/webhooks/")
-        ):
-            response = problem(
-                401,
-                "unauthorized",
-                "Authentication required",
-                code="invalid_token",
-                trace_id=state["trace_id"],
-                detail="send an access token: Authorization: Bearer <token>",
-                headers={"X-Request-Id": rid, "WWW-Authenticate": 'Bearer realm="synchub"'},
-            )
-            await response(scope, receive, send)
-            return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            response = problem(
-                413,
-                "payload-too-large",
-                "Request body too large",
-                code="payload_too_large",
-                trace_id=state["trace_id"],
-                detail=f"bodies are limited to {MAX_BODY_BYTES} bytes",
-                headers={"X-Request-Id": rid},
-            )
-            await response(scope, receive, send)
-            return
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -130,7 +133,68 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        raw = scope.get("raw_path", b"") + b"?" + scope.get("query_string", b"")
+        if b"%00" in raw or b"\x00" in raw or "\x00" in scope.get("path", ""):
+            response = problem(
+                400,
+                "bad-request",
+                "Request cannot be processed",
+                code="nul_in_url",
+                trace_id=state["trace_id"],
+                detail="the URL contains a NUL byte",
+            )
+            await response(scope, receive, send_with_id)
+            return
+        path = scope.get("path", "")
+        authorization = [v for k, v in scope["headers"] if k == b"authorization"]
+        if requires_token(path) and len(authorization) > 1:
+            response = problem_for(
+                InvalidAuthorizationError("send one Authorization header"),
+                trace_id=state["trace_id"],
+            )
+            await response(scope, receive, send_with_id)
+            return
+        if requires_token(path) and not _has_bearer(authorization[0] if authorization else b""):
+            response = problem(
+                401,
+                "unauthorized",
+                "Authentication required",
+                code="invalid_token",
+                trace_id=state["trace_id"],
+                detail="send an access token: Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": 'Bearer realm="synchub"'},
+            )
+            await response(scope, receive, send_with_id)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            # Not read: refused as soon as the caller is known (and counted).
+            request = Request(scope)
+            refusal = await authentication_first(request) if "app" in scope else None
+            response = refusal or _too_large(state["trace_id"])
+            await response(scope, receive, send_with_id)
+            return
+
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:  # a body sent without Content-Length
+                    raise HTTPException(413, detail=_TOO_LARGE)
+            return message
+
+        await self.app(scope, receive_limited, send_with_id)
+
+
+_TOO_LARGE = f"bodies are limited to {MAX_BODY_BYTES} bytes"
+
+
+def _too_large(trace_id: str | None) -> JSONResponse:
+    return problem(413, "payload-too-large", "Request body too large",
+                   code="payload_too_large", trace_id=trace_id, detail=_TOO_LARGE)  # fmt: skip
 
 
 API_DESCRIPTION = """The synchub public API: golden customers, accounts, subscriptions, plans,
@@ -256,7 +320,9 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
     app.include_router(matching.router)
     app.include_router(merges.router)
     app.include_router(hubspot_webhooks.router)
+    app.include_router(intercom_webhooks.router)
     app.include_router(reconcile.router)
+    app.include_router(vendor_oauth.router)
     for module in (oauth, product_writes, events, deliveries, connections, audit, docs):
         app.include_router(module.router)
     app.openapi = lambda: _v1_openapi(app)  # type: ignore[method-assign]  # FastAPI's hook
@@ -266,19 +332,14 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
 
     @app.exception_handler(HubError)
     async def hub_error(request: Request, exc: HubError) -> JSONResponse:
-        principal = getattr(request.state, "principal", None)
-        log.info(
-            "api.rejected",
-            path=request.url.path,
-            method=request.method,
-            code=exc.code,
-            request_id=getattr(request.state, "request_id", None),
-            client_id=getattr(principal, "client_id", None),
-        )
-        return problem_for(exc, trace_id=_trace_id(request))
+        return await authentication_first(request) or _rejected(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A malformed JSON body is found before the route's auth dependency runs.
+        refusal = await authentication_first(request)
+        if refusal is not None:
+            return refusal
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             return problem(
                 400,
@@ -303,6 +364,13 @@ def create_app(hub: Hub, *, on_event_received: Callable[[], None] | None = None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # 404/405 before routing, 400 for an unreadable body, 413 for one that streamed past
+        # the limit: all before the route's auth dependency.
+        refusal = await authentication_first(request)
+        if refusal is not None:
+            return refusal
+        if exc.status_code == 413:
+            return _too_large(_trace_id(request))
         slug, title = HTTP_PROBLEMS.get(exc.status_code, ("http-error", "HTTP error"))
         return problem(
             exc.status_code,

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -21,13 +22,15 @@ from synchub.api.problems import problem
 from synchub.api.webhooks import MAX_WEBHOOK_BYTES, read_limited
 from synchub.bootstrap import Hub
 from synchub.connectors.hubspot.webhooks import HubSpotEvent, parse_events, verify_v3
-from synchub.core.errors import NotFoundError, SignatureError
+from synchub.core.errors import NotFoundError, SignatureError, ValidationError
 from synchub.core.ids import new_id
+from synchub.core.jsontext import unstorable_strings
 from synchub.events.outbox import EventContext
 from synchub.ingest import store as inbox
 from synchub.mdm.merge import apply_vendor_merge
 from synchub.observability.tracecontext import continue_or_start
 
+log = structlog.get_logger(__name__)
 router = APIRouter()
 
 AUDIT_HEADERS = ("user-agent", "content-type", "x-hubspot-request-timestamp")
@@ -115,9 +118,14 @@ async def receive_hubspot(request: Request) -> JSONResponse:
                   signature=request.headers.get("x-hubspot-signature-v3"),
                   timestamp=request.headers.get("x-hubspot-request-timestamp"),
                   now_ms=int(hub.clock.now().timestamp() * 1000))  # fmt: skip
-    except SignatureError:
+    except SignatureError as exc:
+        log.info("api.rejected", path=request.url.path, code=exc.code, reason=str(exc))
         return problem(401, "invalid-signature", "Webhook signature is invalid")
     events = parse_events(body)
+    unstorable = [problem for index, event in enumerate(events)
+                  for problem in unstorable_strings(event.raw, pointer=f"/{index}")]  # fmt: skip
+    if unstorable:  # refused at intake: stored, such text could only fail later
+        raise ValidationError("the notification holds text that cannot be stored", unstorable[:10])
     headers = {k: v for k, v in request.headers.items() if k in AUDIT_HEADERS}
     done = await run_in_threadpool(
         accept_hubspot_events, hub, connection=connection.name, events=events, headers=headers,

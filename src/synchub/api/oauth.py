@@ -6,6 +6,9 @@ OAuth clients parse that format. Clients authenticate with client_secret_basic o
 client_secret (or client_assertion) in the body is answered 401 invalid_client, the code
 RFC 6749 §5.2 gives an unsupported authentication method, and the WWW-Authenticate: Basic
 challenge tells the client which method to use instead.
+
+Token, revocation and introspection each check the client's secret, so each attempt on any of
+them spends the client id's one budget (`client_attempts_refused`) before the secret is checked.
 """
 
 from __future__ import annotations
@@ -223,17 +226,9 @@ def introspect_token(hub: OAuthHub, credentials: tuple[str, str], token: str) ->
     return outcome
 
 
-def token_attempts_refused(request: Request, client_id: str) -> Response | None:
-    """429 (problem+json, Retry-After) when a client id asks for tokens too often.
-
-    Keyed on the client id being authenticated (the only trustworthy key before the secret is
-    checked): bounds guessing, and the scrypt work each wrong guess costs us. The rate is the
-    token limit of the client's plan tier in the register (the default plan's if unknown).
-    """
+def _client_attempt(request: Request, client_id: str) -> Response | None:
     hub = request.app.state.hub
-    limiter = getattr(hub, "ratelimiter", None)
-    if limiter is None:
-        return None
+    limiter = hub.ratelimiter
     limit = token_limit(hub.register, client_id)
     decision = limiter.check(f"oauth/{client_id.replace('{', '').replace('}', '')}", limit)
     record_rate_limit(limit.policy, "throttle", decision.allowed)
@@ -245,9 +240,28 @@ def token_attempts_refused(request: Request, client_id: str) -> Response | None:
         "rate-limited",
         "Too many requests",
         code="rate_limited",
-        detail=f"too many token requests for this client id; retry in {wait} s (layer: token)",
+        detail="too many client authentication attempts for this client id; "
+        f"retry in {wait} s (layer: token)",
         headers={"Retry-After": str(wait), **NO_STORE, **ratelimit_headers(decision)},
     )
+
+
+async def client_attempts_refused(request: Request, client_id: str) -> Response | None:
+    """429 (problem+json, Retry-After) when a client id presents its secret too often.
+
+    Every endpoint that checks a client secret (token, revocation, introspection) spends one
+    unit of the same budget, keyed on the client id being authenticated (the only trustworthy
+    key before the secret is checked), before the secret is checked: a wrong guess on any of
+    them counts, so the budget bounds guessing, and the scrypt work each guess costs us,
+    across all three. The rate is the token limit of the client's plan tier in the register
+    (the default plan's if the id is unknown).
+    """
+    limiter = getattr(request.app.state.hub, "ratelimiter", None)
+    if limiter is None:
+        return None
+    if limiter.does_io:  # a Redis round trip: off the event loop
+        return await run_in_threadpool(_client_attempt, request, client_id)
+    return _client_attempt(request, client_id)
 
 
 @router.post("/oauth/token")
@@ -257,7 +271,7 @@ async def token_endpoint(request: Request) -> Response:
     try:
         form = await read_form(request)
         credentials = client_credentials(request, form)
-        refused = token_attempts_refused(request, credentials[0])
+        refused = await client_attempts_refused(request, credentials[0])
         if refused is not None:
             return refused
         grant_type = required(form, "grant_type")
@@ -282,6 +296,9 @@ async def revocation_endpoint(request: Request) -> Response:
     try:
         form = await read_form(request)
         credentials = client_credentials(request, form)
+        refused = await client_attempts_refused(request, credentials[0])
+        if refused is not None:
+            return refused
         token = required(form, "token")
         hint = form.get("token_type_hint")
         if hint is not None and hint not in KNOWN_TOKEN_HINTS:
@@ -299,6 +316,9 @@ async def introspection_endpoint(request: Request) -> Response:
     try:
         form = await read_form(request)
         credentials = client_credentials(request, form)
+        refused = await client_attempts_refused(request, credentials[0])
+        if refused is not None:
+            return refused
         token = required(form, "token")
         answer = await run_in_threadpool(introspect_token, hub, credentials, token)
     except OAuthError as error:

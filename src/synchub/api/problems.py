@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from synchub.auth.model import InvalidAuthorizationError
 from synchub.core.errors import (
     AuthenticationError,
     ConfigError,
@@ -25,6 +26,9 @@ from synchub.idempotency.model import IdempotencyKeyError
 from synchub.idempotency.service import KeyReusedError
 
 PROBLEM_BASE = "https://synchub.dev/problems/"
+# ADR 0005: one fixed detail for every signature failure, never which check failed (the
+# reason is logged server-side); telling a forger which part to fix next helps only them.
+SIGNATURE_DETAIL = "The webhook signature does not verify."
 MEDIA_TYPE = "application/problem+json"
 
 # error class -> (status, slug, fixed title); the first matching class wins
@@ -32,6 +36,7 @@ ERROR_STATUS: list[tuple[type[HubError], int, str, str]] = [
     (SignatureError, 400, "invalid-signature", "Webhook signature is invalid"),
     (PayloadTooLargeError, 413, "payload-too-large", "Request body too large"),
     (IdempotencyKeyError, 400, "invalid-idempotency-key", "Idempotency-Key is invalid"),
+    (InvalidAuthorizationError, 400, "bad-request", "Request cannot be processed"),
     (KeyReusedError, 422, "idempotency-key-reused", "Idempotency-Key reused"),
     (AuthenticationError, 401, "unauthorized", "Authentication required"),
     (InsufficientScopeError, 403, "insufficient-scope", "Insufficient scope"),
@@ -48,6 +53,8 @@ ERROR_STATUS: list[tuple[type[HubError], int, str, str]] = [
 def _headers_for(error: HubError) -> dict[str, str] | None:
     if isinstance(error, AuthenticationError):
         return {"WWW-Authenticate": 'Bearer realm="synchub", error="invalid_token"'}
+    if isinstance(error, InvalidAuthorizationError):
+        return {"WWW-Authenticate": 'Bearer realm="synchub", error="invalid_request"'}
     if isinstance(error, InsufficientScopeError):
         return {
             "WWW-Authenticate": f'Bearer realm="synchub", error="insufficient_scope", '
@@ -101,7 +108,7 @@ def problem_for(error: HubError, *, trace_id: str | None) -> JSONResponse:
             )
             detail = str(error) if status < 500 else None  # never leak internals on 5xx
             if isinstance(error, SignatureError):
-                detail = f"The webhook signature was refused: {error}."
+                detail = SIGNATURE_DETAIL
             return problem(
                 status,
                 slug,

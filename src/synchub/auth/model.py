@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from urllib.parse import urlsplit
 
-from synchub.core.errors import AuthenticationError
+from synchub.core.errors import AuthenticationError, PermanentError
 
 # One scope per resource and action. Every /v1 operation declares exactly one of these.
 SCOPES: dict[str, str] = {
@@ -38,6 +38,13 @@ SCOPES: dict[str, str] = {
     "read:drift": "Read a customer's drift: reads every connected system's current view now.",
     "read:conflicts": "Read conflict records (a non-owner disagreeing with a field's owner).",
 }
+
+
+class InvalidAuthorizationError(PermanentError):
+    """The request's credentials are ambiguous, e.g. two Authorization headers (HTTP 400,
+    RFC 6750 §3.1 invalid_request): refused rather than guessing which one counts."""
+
+    code = "invalid_request"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from synchub.core.errors import FieldProblem, SignatureError, ValidationError
+from synchub.core.jsontext import unstorable_strings
 from synchub.mapping.model import MappingVersion, Observation, map_object
 
 DEFAULT_TOLERANCE_SECONDS = 300
@@ -101,7 +102,11 @@ class StripeEvent:
 
 
 def parse_event(body: bytes) -> StripeEvent:
-    """Parse a verified Stripe event body; a body that is not an event is a ValidationError."""
+    """Parse a verified Stripe event body; a body that is not an event is a ValidationError.
+
+    So is an event with a string no store can keep (NUL, an unpaired surrogate): refused at
+    intake with the JSON pointer of each such string, never stored (it could only fail).
+    """
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd numbers or depth
@@ -111,6 +116,9 @@ def parse_event(body: bytes) -> StripeEvent:
     problems = []
     if not isinstance(data, dict):
         raise ValidationError("body is not a JSON object", [FieldProblem("", "expected an object")])
+    unstorable = unstorable_strings(data)
+    if unstorable:  # it would pass intake, then fail every processing attempt
+        raise ValidationError("the event holds text that cannot be stored", unstorable)
     if not _is_token(data.get("id"), EVENT_ID):
         problems.append(
             FieldProblem(
