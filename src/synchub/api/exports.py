@@ -1,14 +1,16 @@
 """Streamed exports: every golden record of one entity as NDJSON, one record per line.
 
 An export is expensive work: it holds one of the client's concurrency slots (api/fair_use.py)
-for the whole stream, renews the slot's lease as it goes, and gives it back however the stream
-ends: finished, failed, or the client went away. Records are read in keyset pages (id order),
+for the whole stream, renews the slot's lease beside the stream (also while a client reads
+slowly or not at all, and between pages), and gives it back however the stream ends: finished,
+failed, or the client went away. Records are read in keyset pages (id order),
 each page in its own short read transaction, so an export never holds the database open;
 records created while it runs may or may not appear, and none appears twice.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the closures' real types.
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -37,10 +39,14 @@ class SlotStreamingResponse(StreamingResponse):
         self.slot = slot
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Stream, then give the slot back (also on a disconnect, an error or cancellation)."""
+        """Stream with the slot kept renewed beside it (a client that reads slowly or stops
+        reading still holds it: the lease must not run out under an open stream), then give
+        the slot back (also on a disconnect, an error or cancellation)."""
+        renewer = asyncio.ensure_future(self.slot.keep_renewed())
         try:
             await super().__call__(scope, receive, send)
         finally:
+            renewer.cancel()  # not awaited: a cancelled stream must still reach release()
             self.slot.release()
 
 

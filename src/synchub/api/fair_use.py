@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import anyio
+import anyio.to_thread
 import structlog
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -50,6 +52,8 @@ log = structlog.get_logger(__name__)
 # A slot's lease: how long a crashed process can keep one. Long work renews it as it goes.
 SLOT_LEASE_SECONDS = 60.0
 SLOT_RENEW_SECONDS = 20.0
+# How often a running stream checks whether its slot is due for renewal (keep_renewed).
+SLOT_CHECK_SECONDS = 1.0
 # A refused client may come back when the earliest lease could end, but no later than this:
 # most slots are given back long before their lease runs out.
 SLOT_RETRY_CAP_SECONDS = 5.0
@@ -115,33 +119,63 @@ def enforce(request: Request, principal: Principal) -> None:
 
 @dataclass
 class Slot:
-    """A held concurrency slot: renew it while working, release it when done (idempotent)."""
+    """A held concurrency slot: renew it while working, release it when done (idempotent).
+
+    A third of the way through its lease the slot is due for renewal: `renew_if_due` does it,
+    from the work itself or from `keep_renewed`, which a stream runs beside itself so that the
+    slot stays held while a client reads slowly or not at all. Renewal and release are
+    serialised, so a renewal can never bring back a slot that was given back.
+    """
 
     limiter: RateLimiter | None
     key: str
     token: str | None
     clock: Clock
     renewed_at: float = 0.0
+    lease_seconds: float = SLOT_LEASE_SECONDS
 
     def __post_init__(self) -> None:
         self.renewed_at = self.clock.now().timestamp()
         self._lock = threading.Lock()
 
+    @property
+    def held(self) -> bool:
+        """Whether the slot is still held here (not released)."""
+        return self.limiter is not None and self.token is not None
+
+    def due(self) -> bool:
+        """Whether a third of the lease has passed since it was taken or last renewed."""
+        renew_every = self.lease_seconds * SLOT_RENEW_SECONDS / SLOT_LEASE_SECONDS
+        return self.held and self.clock.now().timestamp() - self.renewed_at >= renew_every
+
     def renew_if_due(self) -> None:
         """Extend the lease when a third of it has passed, so long work keeps its slot."""
-        now = self.clock.now().timestamp()
-        if self.limiter is None or self.token is None or now - self.renewed_at < SLOT_RENEW_SECONDS:
-            return
-        self.renewed_at = now
-        if not self.limiter.renew(self.key, self.token, SLOT_LEASE_SECONDS):
-            log.warning("ratelimit.lease_lost", key=self.key)
+        with self._lock:
+            if self.limiter is None or self.token is None or not self.due():
+                return
+            self.renewed_at = self.clock.now().timestamp()
+            if not self.limiter.renew(self.key, self.token, self.lease_seconds):
+                log.warning("ratelimit.lease_lost", key=self.key)
 
     def release(self) -> None:
         """Give the slot back; later calls do nothing."""
         with self._lock:
             token, self.token = self.token, None
-        if self.limiter is not None and token is not None:
-            self.limiter.release(self.key, token)
+            if self.limiter is not None and token is not None:
+                self.limiter.release(self.key, token)
+
+    async def keep_renewed(self) -> None:
+        """Renew the lease whenever it is due until cancelled or released: run it beside a
+        stream, so the slot is held for as long as the stream is open. It lives and dies with
+        this process, so a crashed process stops renewing and its slots free when the lease
+        runs out."""
+        while self.held:
+            await anyio.sleep(SLOT_CHECK_SECONDS)
+            if self.due():
+                try:
+                    await anyio.to_thread.run_sync(self.renew_if_due)
+                except Exception:  # Redis away: keep trying while the lease lasts
+                    log.warning("ratelimit.renew_failed", key=self.key, exc_info=True)
 
 
 def take_slot(request: Request, principal: Principal, *, work: str) -> Slot:

@@ -93,7 +93,11 @@ async def create(
     """Events of the chosen types are POSTed to the URL, signed per Standard Webhooks."""
     hooks = _hooks(request)
     fields = await run_in_threadpool(
-        check_fields, principal.workspace, body.model_dump(), resolve=hooks.resolve
+        check_fields,
+        principal.workspace,
+        body.model_dump(),
+        resolve=hooks.resolve,
+        private_targets=hooks.private_targets,
     )
 
     def handler(conn: Connection, ctx: EventContext) -> tuple[int, dict[str, Any]]:
@@ -174,6 +178,7 @@ async def update(
         principal.workspace,
         body.model_dump(exclude_unset=True),
         resolve=hooks.resolve,
+        private_targets=hooks.private_targets,
     )
 
     def handler(conn: Connection, ctx: EventContext) -> tuple[int, dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TypeVar, overload
+from typing import Literal, TypeVar, overload
 
 import httpx
 
@@ -85,9 +85,18 @@ class Reply:
     summary: ResponseSummary | None = None  # redacted, for answers other than 2xx
 
 
-def summarize_failure(response: httpx.Response) -> ResponseSummary:
+def summarize_failure(response: httpx.Response, *, keep_body: bool = True) -> ResponseSummary:
     """A redacted summary of a streamed answer, the same as a vendor's (connectors/http.py):
-    status, allow-listed headers, the body's start; at most SUMMARY_READ_LIMIT bytes read."""
+    status, allow-listed headers, the body's start; at most SUMMARY_READ_LIMIT bytes read.
+
+    Without `keep_body` (a target that is not public, e.g. a sandbox's loopback receiver) the
+    body is not read at all and its length is left out: the delivery log must not become a
+    way to read local services.
+    """
+    headers = {k: v for k, v in response.headers.items() if k.lower() in SAFE_HEADERS}
+    if not keep_body:  # not even the body's length
+        headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+        return summarize_response(httpx.Response(response.status_code, headers=headers))
     body = bytearray()
     more = False
     try:
@@ -98,7 +107,6 @@ def summarize_failure(response: httpx.Response) -> ResponseSummary:
                 break
     except httpx.HTTPError:  # the body broke off: summarize what arrived
         more = True
-    headers = {k: v for k, v in response.headers.items() if k.lower() in SAFE_HEADERS}
     read = httpx.Response(response.status_code, headers=headers,
                           content=bytes(body[:SUMMARY_READ_LIMIT]))  # fmt: skip
     summary = summarize_response(read)
@@ -132,12 +140,14 @@ class PartnerWebhooks:
         http: httpx.Client,
         proxied: bool = False,
         resolve: Resolver = resolve_host,
+        private_targets: Literal["sandbox", "none"] = "none",
     ) -> None:
         self.db = db
         self.clock = clock
         self.kek = kek
         self.audit_key = audit_key
         self.resolve = resolve
+        self.private_targets: Literal["sandbox", "none"] = private_targets
         self._http = http
         self._proxied = proxied
 
@@ -155,21 +165,24 @@ class PartnerWebhooks:
     def post(self, endpoint: Endpoint, body: bytes, headers: dict[str, str]) -> Reply:
         """Check the endpoint's URL now and POST to it; TransientError when unreachable."""
         target = check_url(
-            endpoint.url, workspace_kind=workspace_kind(endpoint.workspace), resolve=self.resolve
+            endpoint.url,
+            workspace_kind=workspace_kind(endpoint.workspace),
+            resolve=self.resolve,
+            private_targets=self.private_targets,
         )
         if self._proxied:
             request = self._http.build_request("POST", target.url, content=body, headers=headers)
-            return self._send(request)
+            return self._send(request, keep_body=target.public)
         unreachable: Exception | None = None
         for address in target.addresses:
             request = pinned_request(self._http, target, str(address), body=body, headers=headers)
             try:
-                return self._send(request)
+                return self._send(request, keep_body=target.public)
             except _ConnectFailedError as exc:  # try the next checked address
                 unreachable = exc
         raise TransientError("webhook endpoint unreachable") from unreachable
 
-    def _send(self, request: httpx.Request) -> Reply:
+    def _send(self, request: httpx.Request, *, keep_body: bool) -> Reply:
         try:
             response = self._http.send(request, stream=True)  # a 2xx body is never read
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -180,7 +193,7 @@ class PartnerWebhooks:
             raise TransientError(f"webhook endpoint failed: {type(exc).__name__}") from exc
         try:
             ok = 200 <= response.status_code < 300
-            summary = None if ok else summarize_failure(response)
+            summary = None if ok else summarize_failure(response, keep_body=keep_body)
         finally:
             response.close()
         return Reply(response.status_code, response.headers.get("Retry-After"), summary)

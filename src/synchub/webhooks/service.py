@@ -10,7 +10,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from sqlalchemy.engine import Connection
@@ -70,7 +70,11 @@ class CheckedFields:
 
 
 def check_fields(
-    workspace: str, changes: Mapping[str, Any], *, resolve: Resolver = resolve_host
+    workspace: str,
+    changes: Mapping[str, Any],
+    *,
+    resolve: Resolver = resolve_host,
+    private_targets: Literal["sandbox", "none"] = "sandbox",
 ) -> CheckedFields:
     """Check the url and event_types among `changes` (nulls refused), naming every offending
     field at once; UnsafeUrlError or ValidationError (422) when any is wrong."""
@@ -81,7 +85,8 @@ def check_fields(
         problems += event_type_problems(list(event_types), CATALOGUE)
     if url is not None:
         try:
-            check_url(url, workspace_kind=workspace_kind(workspace), resolve=resolve)
+            check_url(url, workspace_kind=workspace_kind(workspace), resolve=resolve,
+                      private_targets=private_targets)  # fmt: skip
         except UnsafeUrlError as exc:
             if not problems:
                 raise

@@ -2,7 +2,8 @@
 
 A URL passes when its scheme suits the workspace (live: https only; sandbox: https, or http
 to loopback) and EVERY address its host resolves to is public: not loopback (except in
-sandbox workspaces), private, link-local, carrier-grade NAT, multicast, unspecified,
+sandbox workspaces when the hub's private-targets policy allows it, see
+`private_targets_policy`), private, link-local, carrier-grade NAT, multicast, unspecified,
 reserved, or a cloud metadata address. IPv4 addresses embedded in IPv6 (mapped, 6to4,
 NAT64) are judged as the IPv4 address. The delivery then connects to one of the addresses
 that were checked (see destination.py), so a DNS answer that changes between the check and
@@ -15,6 +16,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import httpx
 
@@ -35,6 +37,11 @@ METADATA_ADDRESSES = frozenset(
 CARRIER_GRADE_NAT = ipaddress.ip_network("100.64.0.0/10")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
+# SYNCHUB_WEBHOOK_PRIVATE_TARGETS: may sandbox workspaces send webhooks to loopback?
+# "sandbox": yes (local development); "none": never; "auto": "sandbox" on a hub that only
+# this machine can reach (it listens on loopback and its public URL is loopback), else "none".
+PrivateTargets = Literal["auto", "sandbox", "none"]
+
 
 class UnsafeUrlError(ValidationError):
     """A webhook URL the hub refuses to call (422, pointing at /url)."""
@@ -52,6 +59,12 @@ class CheckedTarget:
 
     url: httpx.URL
     addresses: tuple[IPAddress, ...]
+
+    @property
+    def public(self) -> bool:
+        """Whether every address is public (False for a sandbox's loopback receiver): only a
+        public target's answer bodies are kept, so the hub never reads back a local service."""
+        return all(address_problem(a) is None for a in self.addresses)
 
 
 def _embedded_ipv4(address: IPAddress) -> IPAddress:
@@ -123,10 +136,47 @@ def parse_url(url: str) -> httpx.URL:
     return parsed
 
 
-def check_url(url: str, *, workspace_kind: str, resolve: Resolver = resolve_host) -> CheckedTarget:
-    """Check a webhook URL for a workspace ('live' or 'sandbox'); UnsafeUrlError says why not."""
+def _is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return _embedded_ipv4(ipaddress.ip_address(host)).is_loopback
+    except ValueError:
+        return False
+
+
+def private_targets_policy(
+    setting: PrivateTargets, *, host: str, public_url: str
+) -> Literal["sandbox", "none"]:
+    """The policy a hub applies: "auto" allows loopback targets in sandbox workspaces only on
+    a hub nobody else can reach (listening on loopback, with a loopback public URL)."""
+    if setting != "auto":
+        return setting
+    try:
+        public_host = httpx.URL(public_url).host
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "none"
+    local = _is_loopback_host(host) and _is_loopback_host(public_host)
+    return "sandbox" if local else "none"
+
+
+def check_url(
+    url: str,
+    *,
+    workspace_kind: str,
+    resolve: Resolver = resolve_host,
+    private_targets: Literal["sandbox", "none"] = "sandbox",
+) -> CheckedTarget:
+    """Check a webhook URL for a workspace ('live' or 'sandbox'); UnsafeUrlError says why not.
+
+    `private_targets` is the hub's policy (private_targets_policy): with "none" a sandbox
+    workspace may call only public addresses, as a live one, and so only over https (plain
+    http is for loopback receivers).
+    """
     parsed = parse_url(url)
     sandbox = workspace_kind == "sandbox"
+    loopback_allowed = sandbox and private_targets == "sandbox"
     if parsed.scheme != "https" and not sandbox:
         raise UnsafeUrlError("live workspaces deliver over https only")
     host = parsed.raw_host.decode("ascii")
@@ -135,9 +185,12 @@ def check_url(url: str, *, workspace_kind: str, resolve: Resolver = resolve_host
     if not addresses:
         raise UnsafeUrlError(f"the host {host!r} does not resolve")
     for address in addresses:
-        problem = address_problem(address, allow_loopback=sandbox)
+        problem = address_problem(address, allow_loopback=loopback_allowed)
         if problem is not None:
-            raise UnsafeUrlError(f"the host {host!r} resolves to {problem}")
+            why = f"the host {host!r} resolves to {problem}"
+            if sandbox and problem == "a loopback address":
+                why += " (this hub does not allow private webhook targets)"
+            raise UnsafeUrlError(why)
     if parsed.scheme != "https" and not all(_embedded_ipv4(a).is_loopback for a in addresses):
         raise UnsafeUrlError("sandbox workspaces may use plain http only on loopback; use https")
     return CheckedTarget(url=parsed, addresses=tuple(addresses))
