@@ -34,6 +34,7 @@ import httpx
 
 from synchub.connectors.chaos import ChaosPlan, ChaosRates
 from synchub.connectors.hubspot.sandbox import HubSpotSandbox
+from synchub.connectors.intercom.sandbox import IntercomSandbox
 from synchub.connectors.product.sandbox import SHARED_SANDBOX_SECRET, ProductSandbox
 from synchub.connectors.remote_sandbox import HOST_HEADER, VENDOR_HEADER
 from synchub.connectors.sandbox import Sandbox, json_response
@@ -96,6 +97,7 @@ class HostedSandboxes:
             "stripe": self.stripe,
             "hubspot": self.hubspot,
             "xero": self.xero,
+            "intercom": IntercomSandbox(),
             "product": self.product,
         }
         for box in self.boxes.values():

@@ -8,7 +8,7 @@ import yaml
 
 from synchub.mapping.model import MappingVersion, parse_mapping_document
 
-CONNECTORS_WITH_MAPPINGS = ("stripe", "xero")
+CONNECTORS_WITH_MAPPINGS = ("stripe", "xero", "intercom")
 
 
 def load_mappings() -> dict[str, dict[str, MappingVersion]]:

@@ -64,15 +64,17 @@ def merge_into(
     actor: str,
     score: float | None = None,
     candidate_id: str | None = None,
+    vendor_ids: tuple[str, frozenset[str]] | None = None,
 ) -> Merged:
     """Merge `merged_id` into `survivor_id` (ConflictError when either is gone, or when both
-    hold an id from one system: a source's own distinct records stay distinct)."""
+    hold an id from one system: a source's own distinct records stay distinct, unless that
+    system merged them itself: `vendor_ids` = (system, the ids its merge involved))."""
     if survivor_id == merged_id:
         raise ConflictError(f"{entity} {merged_id} cannot be merged into itself")
     sources = _lock_sources(conn, ctx.workspace, survivor_id, merged_id)
     survivor = _live(conn, entity, ctx.workspace, survivor_id)
     merged = _live(conn, entity, ctx.workspace, merged_id)
-    _refuse_two_ids_per_system(conn, ctx.workspace, survivor_id, sources)
+    _refuse_two_ids_per_system(conn, ctx.workspace, survivor_id, sources, vendor_ids)
     moved_links = _links_before(conn, ctx.workspace, entity, sources)
     for source in sources:
         links.relink(conn, workspace=ctx.workspace, entity=entity, system=source["system"],
@@ -154,10 +156,17 @@ def _live(conn: Connection, entity: str, workspace: str, canonical_id: str) -> d
 
 
 def _refuse_two_ids_per_system(
-    conn: Connection, workspace: str, survivor_id: str, sources: list[dict[str, Any]]
+    conn: Connection,
+    workspace: str,
+    survivor_id: str,
+    sources: list[dict[str, Any]],
+    vendor_ids: tuple[str, frozenset[str]] | None = None,
 ) -> None:
     held = store.external_ids(conn, workspace=workspace, canonical_id=survivor_id)
+    merging, ids = vendor_ids or ("", frozenset())
     for source in sources:
+        if source["system"] == merging and {source["external_id"], held.get(merging)} <= ids:
+            continue  # the vendor made its two records one (a source's own merge)
         if source["system"] in held:
             raise ConflictError(
                 f"{survivor_id} already holds {source['system']} id {held[source['system']]}; "
@@ -640,7 +649,8 @@ def apply_vendor_merge(
         try:
             merged = merge_into(conn, ctx, entity=entity, survivor_id=survivor_id,
                                 merged_id=other, owner_of=owner_of, rule=VENDOR_MERGE,
-                                actor=actor)  # fmt: skip
+                                actor=actor,
+                                vendor_ids=(system, frozenset(vendor_ids)))  # fmt: skip
         except (ConflictError, NotFoundError) as exc:
             refused.append(f"{other}: {exc}")
             log.warning("mdm.vendor_merge_refused", system=system, survivor_id=survivor_id,

@@ -30,7 +30,7 @@ from synchub.register.model import (
     RetryPolicy,
 )
 
-SYSTEMS = ("stripe", "xero", "hubspot", "product", "nats")
+SYSTEMS = ("stripe", "xero", "hubspot", "intercom", "product", "nats")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class _Breaker(_Strict):
 
 
 class _Connection(_Strict):
-    system: Literal["stripe", "xero", "hubspot", "product", "nats"]
+    system: Literal["stripe", "xero", "hubspot", "intercom", "product", "nats"]
     mode: Literal["sandbox", "live"] = "sandbox"
     owner: str = Field(min_length=1)
     criticality: Literal["low", "medium", "high"] = "medium"

@@ -56,7 +56,7 @@ class Connection:
     """One connected system instance."""
 
     name: str
-    system: str  # stripe | xero | hubspot | product | nats (a broker sink, ADR 0010)
+    system: str  # stripe | xero | hubspot | intercom | product | nats (a broker sink, ADR 0010)
     mode: Mode
     owner: str
     criticality: str
