@@ -19,6 +19,7 @@ import synchub.idempotency.store
 import synchub.ingest.store
 import synchub.mdm.match_store
 import synchub.mdm.store
+import synchub.vault.store
 import synchub.webhooks.store  # noqa: F401 - every table on the metadata, for truncation
 from synchub.core.clock import FixedClock
 from synchub.db import Database, make_database, metadata

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,17 @@ from synchub.connectors.broker.model import parse_nats_settings
 from synchub.connectors.hubspot.client import HubSpotClient
 from synchub.connectors.hubspot.push import HubSpotDestination
 from synchub.connectors.hubspot.sandbox import HubSpotSandbox
+from synchub.connectors.intercom.client import IntercomClient
+from synchub.connectors.intercom.pull import IntercomReader
+from synchub.connectors.intercom.push import IntercomDestination
+from synchub.connectors.intercom.sandbox import IntercomSandbox
+from synchub.connectors.oauth import (
+    OAUTH_SETTINGS,
+    OAuthClient,
+    auth_problem,
+    is_oauth,
+    oauth_app,
+)
 from synchub.connectors.product.client import ProductClient
 from synchub.connectors.product.push import ProductDestination
 from synchub.connectors.product.sandbox import SHARED_SANDBOX_SECRET, ProductSandbox
@@ -55,9 +67,12 @@ from synchub.mapping.model import MappingVersion
 from synchub.ratelimit.store import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from synchub.register.loader import load_register
 from synchub.register.model import Connection, Mode, Register, RetryPolicy
+from synchub.vault.service import VendorCredentials
+from synchub.vault.store import Vault
 from synchub.webhooks.destination import PartnerWebhooks, webhook_http_client
 from synchub.webhooks.model import RETRY_POLICY as WEBHOOK_RETRY_POLICY
 from synchub.webhooks.model import endpoint_id_of
+from synchub.webhooks.ssrf import private_targets_policy
 
 
 def app_version() -> str:
@@ -75,6 +90,7 @@ class Sandboxes:
     stripe: StripeSandbox
     hubspot: HubSpotSandbox = field(default_factory=HubSpotSandbox)
     xero: XeroSandbox = field(default_factory=XeroSandbox)
+    intercom: IntercomSandbox = field(default_factory=IntercomSandbox)
     product: ProductSandbox = field(default_factory=lambda: ProductSandbox(secret=new_secret()))
     broker: MemoryBroker = field(default_factory=MemoryBroker)  # nats connections without a url
     remote_url: str | None = None  # set: the state lives in this shared sandbox server
@@ -83,7 +99,7 @@ class Sandboxes:
         """The vendor sandboxes this process holds (none when they live on a server)."""
         if self.remote_url:
             return []
-        return [self.stripe, self.hubspot, self.xero, self.product]
+        return [self.stripe, self.hubspot, self.xero, self.intercom, self.product]
 
     def keep_state(self, directory: Path) -> Sandboxes:
         """Keep each in-process sandbox's state in `directory/<vendor>.json`: take up what an
@@ -145,6 +161,7 @@ class Hub:
     audit_head: ChainHead = field(default_factory=ChainHead)  # spares a read per entry (ADR 0015)
     idempotency: InFlight = field(default_factory=InFlight)
     webhooks: PartnerWebhooks | None = None  # partner webhook endpoints (ADR 0009)
+    credentials: VendorCredentials | None = None  # vendor OAuth connections (ADR 0023)
     workspace_sandboxes: dict[str, tuple[Sandboxes, dict[str, Destination]]] = field(
         default_factory=dict
     )
@@ -237,6 +254,7 @@ def build_hub(
         webhook_secrets={},
         version=app_version(),
     )
+    hub.credentials = build_vendor_credentials(hub)
     for connection in register.connections.values():
         _wire(hub, connection)
     hub.auth = build_authorization_server(settings, hub.db, clock)
@@ -259,7 +277,47 @@ def build_webhooks(hub: Hub) -> PartnerWebhooks:
         audit_key=hub.audit_key,
         http=http,
         proxied=proxy is not None,
+        private_targets=private_targets_policy(
+            hub.settings.webhook_private_targets,
+            host=hub.settings.host,
+            public_url=hub.settings.resolved_public_url(),
+        ),
     )
+
+
+def build_vendor_credentials(hub: Hub) -> VendorCredentials:
+    """The vault and the OAuth clients of the register's `auth: oauth` connections (ADR 0023):
+    a sandbox-mode connection authorises with its sandbox's app, a live one with the app in
+    SYNCHUB_XERO_CLIENT_ID/SECRET or SYNCHUB_HUBSPOT_CLIENT_ID/SECRET."""
+    s, clients = hub.settings, {}
+    for c in hub.register.connections.values():
+        if not is_oauth(c):
+            continue
+        box: XeroSandbox | HubSpotSandbox | None = None
+        client_id: str | None
+        secret: str | None
+        if c.mode is Mode.SANDBOX and hub.sandboxes is not None:
+            box = hub.sandboxes.xero if c.system == "xero" else hub.sandboxes.hubspot
+        if box is not None:
+            client_id, secret = box.oauth.client_id, box.oauth.client_secret
+        else:
+            id_name, secret_name = OAUTH_SETTINGS[c.system]
+            client_id, secret = getattr(s, id_name), _secret(getattr(s, secret_name))
+        app = oauth_app(c, public_url=s.resolved_public_url(), client_id=client_id,
+                        client_secret=secret)  # fmt: skip
+        transport = hub.sandboxes.transport(box) if box is not None and hub.sandboxes else None
+        clients[c.name] = OAuthClient(_http(hub, c, transport), app, clock=hub.clock)
+    key = chain_key(key_encryption_key(s))
+
+    def audit(conn: Any, **entry: Any) -> None:
+        record_audit(conn, key=key, at=hub.clock.now(), **entry)
+
+    return VendorCredentials(
+        hub.db, Vault(key_encryption_key(s)), clock=hub.clock, workspace=hub.register.workspace,
+        clients=clients, policies={n: c.breaker for n, c in hub.register.connections.items()},
+        margin=timedelta(seconds=s.vendor_token_refresh_margin_seconds),
+        state_ttl=timedelta(seconds=s.vendor_oauth_state_ttl_seconds), audit=audit,
+    )  # fmt: skip
 
 
 def build_ratelimiter(settings: Settings, clock: Clock) -> RateLimiter:
@@ -296,6 +354,7 @@ def build_authorization_server(
 LIVE_CREDENTIALS = {
     "stripe": ("stripe_webhook_secret",),
     "hubspot": ("hubspot_token",),
+    "intercom": ("intercom_token",),
     "xero": ("xero_token", "xero_tenant_id"),
     "product": ("product_callback_secret",),
     "nats": (),  # the url and creds_file are in the register (ADR 0010)
@@ -306,9 +365,16 @@ def missing_credentials(register: Register, settings: Settings) -> list[str]:
     """Every setting a live connection needs but does not have, naming the variable."""
     missing = []
     for connection in register.connections.values():
+        problem = auth_problem(connection)
+        if problem is not None:
+            missing.append(problem)
+            continue
         if connection.mode is Mode.SANDBOX:
             continue
-        for field_name in LIVE_CREDENTIALS[connection.system]:
+        needed = LIVE_CREDENTIALS[connection.system]
+        if is_oauth(connection):  # tokens come from the vault; the app's client is needed
+            needed = OAUTH_SETTINGS[connection.system]
+        for field_name in needed:
             value = getattr(settings, field_name)
             raw = _secret(value) if hasattr(value, "get_secret_value") else value
             variable = f"SYNCHUB_{field_name.upper()}"
@@ -356,7 +422,17 @@ def _wire(hub: Hub, connection: Connection) -> None:
             source=name, mapping=hub.mappings["stripe"][mapping_id], client=client
         )
     elif connection.system == "hubspot":
-        if sandbox_mode and boxes:
+        token: str | Callable[[], str]
+        if is_oauth(connection) and hub.credentials is not None:
+            if sandbox_mode and boxes:
+                http = _http(hub, connection, boxes.transport(boxes.hubspot))
+                hub.webhook_secrets[name] = [boxes.hubspot.client_secret]
+            else:
+                http = _http(hub, connection, None)
+                if s.hubspot_client_secret is not None:
+                    hub.webhook_secrets[name] = [s.hubspot_client_secret.get_secret_value()]
+            token = hub.credentials.source(name).access_token
+        elif sandbox_mode and boxes:
             http = _http(hub, connection, boxes.transport(boxes.hubspot))
             token = boxes.hubspot.token
             hub.webhook_secrets[name] = [boxes.hubspot.client_secret]
@@ -370,8 +446,16 @@ def _wire(hub: Hub, connection: Connection) -> None:
         hub.destinations[name] = HubSpotDestination(
             name, HubSpotClient(http, token=token, clock=hub.clock)
         )
+    elif connection.system == "intercom":
+        _wire_intercom(hub, connection)
     elif connection.system == "xero":
-        if sandbox_mode and boxes:
+        tenant: str | Callable[[], str]
+        if is_oauth(connection) and hub.credentials is not None:
+            transport = boxes.transport(boxes.xero) if sandbox_mode and boxes else None
+            http = _http(hub, connection, transport)
+            source = hub.credentials.source(name)
+            token, tenant = source.access_token, source.tenant_id
+        elif sandbox_mode and boxes:
             http = _http(hub, connection, boxes.transport(boxes.xero))
             token, tenant = boxes.xero.token, boxes.xero.tenant_id
         else:
@@ -410,6 +494,28 @@ def _wire(hub: Hub, connection: Connection) -> None:
         hub.destinations[name] = _broker_destination(hub, connection)
 
 
+def _wire_intercom(hub: Hub, connection: Connection) -> None:
+    """An Intercom connection (ADR 0022): a destination for customers (contacts, search then
+    write on external_id) and a source (pulled contacts, contact notifications)."""
+    boxes, s, name = hub.sandboxes, hub.settings, connection.name
+    if connection.mode is Mode.SANDBOX and boxes:
+        http = _http(hub, connection, boxes.transport(boxes.intercom))
+        token = boxes.intercom.token
+        hub.webhook_secrets[name] = [boxes.intercom.client_secret]
+    else:
+        if s.intercom_client_secret is not None:
+            hub.webhook_secrets[name] = [s.intercom_client_secret.get_secret_value()]
+        http = _http(hub, connection, None)
+        token = _required(_secret(s.intercom_token), name, "SYNCHUB_INTERCOM_TOKEN")
+    base_url = connection.settings.get("base_url", "https://api.intercom.io")
+    client = IntercomClient(http, token=token, clock=hub.clock, base_url=base_url)
+    hub.destinations[name] = IntercomDestination(name, client)
+    mapping_id = connection.mapping or next(iter(hub.mappings["intercom"]))
+    hub.readers[name] = IntercomReader(
+        source=name, mapping=hub.mappings["intercom"][mapping_id], client=client
+    )
+
+
 def _destinations_over(hub: Hub, boxes: Sandboxes) -> dict[str, Destination]:
     """The register's destinations, each wired to an in-process sandbox instead."""
     destinations: dict[str, Destination] = {}
@@ -417,6 +523,10 @@ def _destinations_over(hub: Hub, boxes: Sandboxes) -> dict[str, Destination]:
         if c.system == "hubspot":
             destinations[c.name] = HubSpotDestination(c.name, HubSpotClient(
                 _http(hub, c, boxes.hubspot.transport()), token=boxes.hubspot.token,
+                clock=hub.clock))  # fmt: skip
+        elif c.system == "intercom":
+            destinations[c.name] = IntercomDestination(c.name, IntercomClient(
+                _http(hub, c, boxes.intercom.transport()), token=boxes.intercom.token,
                 clock=hub.clock))  # fmt: skip
         elif c.system == "xero":
             destinations[c.name] = XeroDestination(c.name, XeroClient(

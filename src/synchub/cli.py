@@ -23,6 +23,7 @@ from synchub.mdm.merges_cli import merges_app
 from synchub.observability.logging import configure_logging
 from synchub.ratelimit.cli import show_usage
 from synchub.register.loader import RegisterError
+from synchub.vault.cli import connections_app, vault_app
 
 app = typer.Typer(
     help="synchub: one truth about customers, invoices and payments.",
@@ -41,6 +42,8 @@ app.add_typer(merges_app, name="merges")
 app.command("reconcile")(reconcile_command)
 sandbox_app = typer.Typer(help="Vendor sandboxes over HTTP (chaos tests).", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(vault_app, name="vault")
+app.add_typer(connections_app, name="connections")
 err = Console(stderr=True, soft_wrap=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,8 +55,35 @@ class Settings(BaseSettings):
         description="the HubSpot app's client secret: verifies its webhook notifications "
         "(contact merges); default: none, so live HubSpot webhooks are refused",
     )
+    intercom_token: SecretStr | None = None
+    intercom_client_secret: SecretStr | None = Field(
+        default=None,
+        description="the Intercom app's client secret: verifies its webhook notifications "
+        "(X-Hub-Signature); default: none, so live Intercom webhooks are refused",
+    )
     xero_token: SecretStr | None = None
     xero_tenant_id: str | None = None
+    xero_client_id: str | None = Field(
+        default=None, description="the Xero app's client id, for `auth: oauth` connections"
+    )
+    xero_client_secret: SecretStr | None = Field(
+        default=None, description="the Xero app's client secret, for `auth: oauth` connections"
+    )
+    hubspot_client_id: str | None = Field(
+        default=None, description="the HubSpot app's client id, for `auth: oauth` connections"
+    )
+    vendor_token_refresh_margin_seconds: float = Field(
+        default=300.0,
+        ge=60.0,
+        le=1200.0,
+        description="refresh a vendor OAuth access token when less than this is left of it",
+    )
+    vendor_oauth_state_ttl_seconds: float = Field(
+        default=600.0,
+        ge=60.0,
+        le=3600.0,
+        description="how long a started `synchub connections authorize` waits for its callback",
+    )
     product_callback_url: str = "http://127.0.0.1:9090/synchub/callbacks"
     product_callback_secret: SecretStr | None = None
     sandbox_url: str | None = Field(
@@ -67,6 +95,13 @@ class Settings(BaseSettings):
         default=None,
         description="an HTTP(S) proxy that every partner webhook goes out through; default: "
         "direct, to the addresses the SSRF guard checked",
+    )
+
+    webhook_private_targets: Literal["auto", "sandbox", "none"] = Field(
+        default="auto",
+        description="whether sandbox workspaces may register partner webhooks on loopback "
+        "(http://127.0.0.1:…, localhost): 'sandbox' yes, 'none' never, 'auto' only when this "
+        "hub listens on loopback and its public URL is loopback (local development)",
     )
 
     def resolved_public_url(self) -> str:

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from synchub.api import schemas
 from synchub.api.security import require
+from synchub.api.vendor_oauth import ConnectionWithCredential, credential_views
 from synchub.api.writes import list_body
 from synchub.auth.model import Principal
 from synchub.core.errors import NotFoundError
@@ -21,7 +22,12 @@ from synchub.register.model import Connection
 router = APIRouter(prefix="/v1/connections", tags=["connections"])
 
 
-def _present(connection: Connection, stats: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _present(
+    connection: Connection,
+    stats: dict[str, Any],
+    now: datetime,
+    credential: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     own = stats.get(connection.name, {})
     breaker = own.get("breaker") or present_breaker(
         Health.fresh(connection.breaker), connection.breaker, now
@@ -32,7 +38,8 @@ def _present(connection: Connection, stats: dict[str, Any], now: datetime) -> di
             "last_success_at": own.get("last_success_at"), "breaker": breaker,
             "next_attempt_at": own.get("next_attempt_at"),
             "oldest_pending_at": own.get("oldest_pending_at"),
-            "oldest_pending_age_seconds": own.get("oldest_pending_age_seconds")}  # fmt: skip
+            "oldest_pending_age_seconds": own.get("oldest_pending_age_seconds"),
+            "credential": credential}  # fmt: skip
 
 
 def _all(request: Request, principal: Principal) -> list[dict[str, Any]]:
@@ -41,12 +48,13 @@ def _all(request: Request, principal: Principal) -> list[dict[str, Any]]:
     with hub.db.read() as conn:
         stats = destination_status(conn, workspace=principal.workspace, now=now,
                                    breaker_for=breaker_policies(hub.register))  # fmt: skip
-    return [_present(c, stats, now) for c in hub.register.connections.values()]
+    views = credential_views(hub)
+    return [_present(c, stats, now, views.get(c.name)) for c in hub.register.connections.values()]
 
 
 @router.get(
     "",
-    response_model=schemas.ListOf[schemas.Connection],
+    response_model=schemas.ListOf[ConnectionWithCredential],
     operation_id="list_connections",
     summary="List connections",
 )
@@ -60,7 +68,7 @@ async def list_all(
 
 @router.get(
     "/{name}",
-    response_model=schemas.Connection,
+    response_model=ConnectionWithCredential,
     operation_id="get_connection",
     summary="Get one connection and its status",
 )

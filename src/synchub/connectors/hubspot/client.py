@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,10 +14,16 @@ API_BASE = "https://api.hubapi.com"
 
 
 class HubSpotClient:
-    """Talks to HubSpot's CRM API with a private-app token. Receives its HTTP client."""
+    """Talks to HubSpot's CRM API with a private-app token, or an OAuth access token from a
+    callable asked at each call (ADR 0023). Receives its HTTP client."""
 
     def __init__(
-        self, http: httpx.Client, *, token: str, clock: Clock, base_url: str = API_BASE
+        self,
+        http: httpx.Client,
+        *,
+        token: str | Callable[[], str],
+        clock: Clock,
+        base_url: str = API_BASE,
     ) -> None:
         self._http = http
         self._token = token
@@ -30,7 +37,8 @@ class HubSpotClient:
         body: dict[str, Any] | None = None,
         traceparent: str | None = None,
     ) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self._token}"}
+        token = self._token() if callable(self._token) else self._token
+        headers = {"Authorization": f"Bearer {token}"}
         if traceparent:
             headers["traceparent"] = traceparent
         request = self._http.build_request(method, self._base + path, json=body, headers=headers)

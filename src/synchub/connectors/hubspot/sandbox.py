@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from synchub.connectors.hubspot.webhooks import signature_v3
+from synchub.connectors.oauth_sandbox import SandboxAuthServer
 from synchub.connectors.sandbox import Sandbox, json_response
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -41,6 +42,8 @@ PROPERTIES = {
 }
 UNIQUE = {"contacts": {"email", "synchub_customer_id"}, "companies": {"synchub_account_id"}}
 SANDBOX_CLIENT_SECRET = "hs-sandbox-client-secret"  # noqa: S105 - the sandbox app's secret
+SANDBOX_CLIENT_ID = "hs-sandbox-client"
+OAUTH_PATHS = ("/oauth/authorize", "/oauth/v1/token")  # ADR 0023
 
 
 def _now() -> str:
@@ -75,6 +78,12 @@ class HubSpotSandbox(Sandbox):
         self.notifications: list[dict[str, Any]] = []  # events waiting for deliver_webhooks
         self._event_ids = itertools.count(1)
         self._next_id = 1000
+        self.oauth = SandboxAuthServer(
+            client_id=SANDBOX_CLIENT_ID, client_secret=client_secret, client_auth="body",
+            rotate_refresh_tokens=False, prefix="hs-",
+        )  # refresh tokens last until the app is uninstalled  # fmt: skip
+        self.route("GET", OAUTH_PATHS[0], self.oauth.authorize)
+        self.route("POST", OAUTH_PATHS[1], self._token)
         self.route("POST", r"/crm/v3/objects/contacts/merge", self._merge)
         self.route("POST", r"/crm/v3/objects/(contacts|companies)/batch/upsert", self._upsert)
         self.route("PATCH", r"/crm/v3/objects/(contacts|companies)/(\d+)", self._patch)
@@ -97,6 +106,7 @@ class HubSpotSandbox(Sandbox):
                 "merged_into": self.merged_into,
                 "next_id": self._next_id,
                 "next_event_id": event_id,
+                "oauth": self.oauth.to_state(),
             }
 
     def from_state(self, state: dict[str, Any]) -> None:
@@ -107,10 +117,18 @@ class HubSpotSandbox(Sandbox):
             self.merged_into = dict(state["merged_into"])
             self._next_id = int(state["next_id"])
             self._event_ids = itertools.count(int(state["next_event_id"]))
+            self.oauth.from_state(state.get("oauth", {}))
 
     def authorised(self, request: httpx.Request) -> bool:
-        """Private-app tokens come as a Bearer header."""
-        return bool(request.headers.get("Authorization") == f"Bearer {self.token}")
+        """Private-app or OAuth access tokens come as a Bearer header."""
+        if request.url.path in OAUTH_PATHS:
+            return True  # the token endpoint checks the client itself
+        bearer = request.headers.get("Authorization") == f"Bearer {self.token}"
+        return bool(bearer or self.oauth.accepts(request))
+
+    def _token(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
+        self._unsaved = True  # issued tokens are kept with the portal
+        return self.oauth.token(request, match)
 
     def unauthorised(self) -> httpx.Response:
         """HubSpot's reply to a missing or wrong token."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -72,14 +73,15 @@ def xero_error_detail(response: httpx.Response) -> str:
 
 
 class XeroClient:
-    """Talks to one Xero organisation (tenant). Receives its HTTP client."""
+    """Talks to one Xero organisation (tenant). Receives its HTTP client. `token` and
+    `tenant_id` may be callables, asked at each call (OAuth connections, ADR 0023)."""
 
     def __init__(
         self,
         http: httpx.Client,
         *,
-        token: str,
-        tenant_id: str,
+        token: str | Callable[[], str],
+        tenant_id: str | Callable[[], str],
         clock: Clock,
         base_url: str = API_BASE,
     ) -> None:
@@ -99,9 +101,11 @@ class XeroClient:
         idempotency_key: str | None = None,
         traceparent: str | None = None,
     ) -> dict[str, Any]:
+        token = self._token() if callable(self._token) else self._token
+        tenant = self._tenant() if callable(self._tenant) else self._tenant
         headers = {
-            "Authorization": f"Bearer {self._token}",
-            "xero-tenant-id": self._tenant,
+            "Authorization": f"Bearer {token}",
+            "xero-tenant-id": tenant,
             "Accept": "application/json",
         }
         if idempotency_key:

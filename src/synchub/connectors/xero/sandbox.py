@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from synchub.connectors.oauth_sandbox import SandboxAuthServer
 from synchub.connectors.sandbox import Sandbox
 from synchub.connectors.xero.client import dumps_exact, format_xero_offset
 
@@ -25,6 +26,10 @@ BASE = "/api.xro/2.0"
 _WHERE = re.compile(r'(\w+)=="((?:[^"\\]|\\.)*)"')
 KEPT_IDEMPOTENCY_KEYS = 2000  # stored replies kept across processes, newest first
 SANDBOX_TOKEN = "xero-sandbox-token"  # noqa: S105 - the sandbox's own fake credential
+SANDBOX_CLIENT_ID = "xero-sandbox-client"
+SANDBOX_CLIENT_SECRET = "xero-sandbox-client-secret"  # noqa: S105 - the sandbox app's secret
+# OAuth 2.0 (ADR 0023): login.xero.com authorize, identity.xero.com token, api.xero.com tenants.
+OAUTH_PATHS = ("/identity/connect/authorize", "/connect/token")
 
 
 def _reply(status: int, body: dict[str, Any]) -> httpx.Response:
@@ -61,6 +66,13 @@ class XeroSandbox(Sandbox):
         self.idempotency: dict[str, tuple[str, httpx.Response]] = {}
         self.idempotency_mismatches = 0
         self._invoice_seq = 0
+        self.oauth = SandboxAuthServer(
+            client_id=SANDBOX_CLIENT_ID, client_secret=SANDBOX_CLIENT_SECRET,
+            client_auth="basic", rotate_refresh_tokens=True, prefix="xero-",
+        )  # fmt: skip
+        self.route("GET", OAUTH_PATHS[0], self.oauth.authorize)
+        self.route("POST", OAUTH_PATHS[1], self._token)
+        self.route("GET", r"/connections", self._tenants)
         self.route("POST", BASE + r"/Contacts(?:/([0-9a-f-]{36}))?", self._save_contact)
         self.route("GET", BASE + r"/Contacts/([0-9a-f-]{36})", self._get_contact)
         self.route("GET", BASE + r"/(Contacts|Invoices)", self._list)
@@ -79,6 +91,7 @@ class XeroSandbox(Sandbox):
                 "payments": self.payments,
                 "invoice_seq": self._invoice_seq,
                 "idempotency_mismatches": self.idempotency_mismatches,
+                "oauth": self.oauth.to_state(),
                 "idempotency": [
                     [key, fingerprint, r.status_code, list(r.headers.items()), r.text]
                     for key, (fingerprint, r) in keys
@@ -93,17 +106,32 @@ class XeroSandbox(Sandbox):
             self.payments = dict(state["payments"])
             self._invoice_seq = int(state["invoice_seq"])
             self.idempotency_mismatches = int(state["idempotency_mismatches"])
+            self.oauth.from_state(state.get("oauth", {}))
             self.idempotency = {
                 key: (fingerprint, httpx.Response(status, headers=headers, content=text.encode()))
                 for key, fingerprint, status, headers, text in state["idempotency"]
             }
 
     def authorised(self, request: httpx.Request) -> bool:
-        """OAuth bearer token and the organisation's tenant id."""
-        return bool(
-            request.headers.get("Authorization") == f"Bearer {self.token}"
-            and request.headers.get("xero-tenant-id") == self.tenant_id
-        )
+        """OAuth bearer token and the organisation's tenant id (the OAuth endpoints check
+        their own client credentials; `/connections` needs no tenant)."""
+        if request.url.path in OAUTH_PATHS:
+            return True
+        bearer = request.headers.get("Authorization") == f"Bearer {self.token}"
+        bearer = bearer or self.oauth.accepts(request)
+        if request.url.path == "/connections":
+            return bearer
+        return bool(bearer and request.headers.get("xero-tenant-id") == self.tenant_id)
+
+    def _token(self, request: httpx.Request, match: re.Match[str]) -> httpx.Response:
+        self._unsaved = True  # issued and spent tokens are kept with the organisation
+        return self.oauth.token(request, match)
+
+    def _tenants(self, _request: httpx.Request, _match: re.Match[str]) -> httpx.Response:
+        """GET /connections: the organisations this token may reach (just this one)."""
+        return httpx.Response(200, json=[{"id": str(uuid.UUID(int=0x5A4F)),
+                                          "tenantId": self.tenant_id, "tenantType": "ORGANISATION",
+                                          "tenantName": "Sandbox Ltd"}])  # fmt: skip
 
     def unauthorised(self) -> httpx.Response:
         """Xero's 401."""
