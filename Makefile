@@ -28,3 +28,4 @@ bench: install
 	$(UV) run --frozen python bench/ingest.py
 	$(UV) run --frozen python bench/ratelimit.py
 	$(UV) run --frozen python bench/delivery.py
+	$(UV) run --frozen python bench/matching.py
