@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -159,3 +160,122 @@ def keyset_page(
         query = query.where(id_column > starting_after)
     rows = conn.execute(query.order_by(id_column).limit(limit + 1)).mappings().all()
     return [dict(r) for r in rows[:limit]], len(rows) > limit
+
+
+class Prepared:
+    """A Core statement run straight on the transaction's SQLite connection.
+
+    Compiled once per dialect, with the bind and result conversions SQLAlchemy itself would
+    apply (the same SQL text, the same stored values, the same rows back), and executed on the
+    DBAPI connection of the caller's transaction: the same transaction, without SQLAlchemy's
+    per-execution bookkeeping, which costs tens of microseconds per statement and was most of
+    an API write's database time (ADR 0015). Driver errors are wrapped as SQLAlchemy would.
+    On other dialects, or on a connection outside a transaction, it is `conn.execute`.
+    An INSERT names the columns it is always given in `column_keys` (as SQLAlchemy compiles
+    an insert for the parameters it is executed with).
+    """
+
+    def __init__(self, statement: sa.Executable, *, column_keys: list[str] | None = None) -> None:
+        self.statement = statement
+        self.column_keys = column_keys
+        self._plans: weakref.WeakKeyDictionary[sa.Dialect, _Plan | None] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def rowcount(self, conn: Connection, params: dict[str, Any]) -> int:
+        """Execute a DML statement; the number of rows it changed."""
+        plan = self._plan(conn)
+        if plan is None:
+            return int(conn.execute(self.statement, params).rowcount)
+        cursor = plan.execute(conn, params)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    def first(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
+        """Execute a SELECT; its first row by column name, or None."""
+        plan = self._plan(conn)
+        if plan is None:
+            row = conn.execute(self.statement, params).mappings().first()
+            return dict(row) if row is not None else None
+        cursor = plan.execute(conn, params)
+        try:
+            values = cursor.fetchone()
+        finally:
+            cursor.close()
+        if values is None:
+            return None
+        return {
+            name: process(value) if process is not None else value
+            for (name, process), value in zip(plan.columns, values, strict=True)
+        }
+
+    def _plan(self, conn: Connection) -> _Plan | None:
+        if conn.dialect.name != "sqlite" or not conn.in_transaction():
+            return None
+        try:
+            return self._plans[conn.dialect]
+        except KeyError:
+            plan = _Plan.build(self.statement, conn.dialect, self.column_keys)
+            self._plans[conn.dialect] = plan
+            return plan
+
+
+class _Plan:
+    """One statement compiled for one dialect: SQL, parameter order and converters."""
+
+    def __init__(
+        self,
+        sql: str,
+        binds: list[tuple[str, bool, Any, Any]],
+        columns: list[tuple[str, Any]],
+        dbapi_error: type[Exception],
+    ) -> None:
+        self.sql = sql
+        self.binds = binds  # (name, required, default, converter) in positional order
+        self.columns = columns  # (name, converter) of a SELECT's result columns
+        self.dbapi_error = dbapi_error
+
+    @classmethod
+    def build(
+        cls, statement: sa.Executable, dialect: sa.Dialect, column_keys: list[str] | None
+    ) -> _Plan | None:
+        compiled = statement.compile(  # type: ignore[attr-defined]
+            dialect=dialect, column_keys=column_keys
+        )
+        if (
+            not compiled.positional
+            or compiled.literal_execute_params
+            or compiled.post_compile_params
+            or dialect.dbapi is None
+        ):
+            return None  # anything unusual keeps SQLAlchemy's own execution
+        binds = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            binds.append((name, bool(bind.required), bind.value, convert))
+        columns = []
+        if isinstance(statement, sa.Select):
+            for column in statement.selected_columns:
+                if column.key is None:
+                    return None
+                convert = column.type.dialect_impl(dialect).result_processor(dialect, None)
+                columns.append((column.key, convert))
+        return cls(str(compiled), binds, columns, dialect.dbapi.Error)
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> Any:
+        values = []
+        for name, required, default, convert in self.binds:
+            value = params[name] if required else params.get(name, default)
+            values.append(convert(value) if convert is not None else value)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.sql, values)
+        except self.dbapi_error as exc:
+            cursor.close()
+            raise sa.exc.DBAPIError.instance(
+                self.sql, None, exc, self.dbapi_error, hide_parameters=True, dialect=conn.dialect
+            ) from exc
+        return cursor

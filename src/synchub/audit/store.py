@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from synchub.db import UtcDateTime, keyset_page, metadata
+from synchub.db import Prepared, UtcDateTime, keyset_page, metadata
 
 audit_log = sa.Table(
     "audit_log", metadata,
@@ -28,26 +28,30 @@ audit_log = sa.Table(
 
 
 # Every write request appends an entry: its statements are built once and executed with
-# parameters, so SQLAlchemy reuses the compiled form instead of rebuilding and re-keying it.
+# parameters, on SQLite straight on the transaction's connection (db.Prepared).
 _HEAD = sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-_APPEND = sa.insert(audit_log)
+_READ_HEAD = Prepared(_HEAD)
+_APPEND = Prepared(
+    sa.insert(audit_log), column_keys=[c.name for c in audit_log.c if c.name != "seq"]
+)
 _LOCK = sa.select(sa.func.pg_advisory_xact_lock(0x5A5D17))
 
 
 def last_hash(conn: Connection) -> str:
     """The hash of the newest entry ("" for an empty log): one probe of the primary key."""
-    return str(conn.execute(_HEAD).scalar_one_or_none() or "")
+    row = _READ_HEAD.first(conn, {})
+    return str(row["hash"] if row else "")
 
 
 def append(conn: Connection, row: dict[str, Any]) -> None:
     """Insert one entry."""
-    conn.execute(_APPEND, row)
+    _APPEND.rowcount(conn, row)
 
 
 # The same append, made only if `prev_hash` is still the newest entry's hash, which the insert
 # reads itself: a writer that remembers the head it wrote last needs no separate read.
 _FIELDS = [c for c in audit_log.c if c.name != "seq"]
-_APPEND_AFTER_HEAD = (
+_APPEND_AFTER_HEAD = Prepared(
     sa.insert(audit_log)
     .from_select(
         [c.name for c in _FIELDS],
@@ -64,7 +68,7 @@ def append_after_head(conn: Connection, row: dict[str, Any]) -> bool:
     """Insert one entry if its prev_hash is the newest entry's hash; False (nothing written)
     if another entry came first. Call with the chain locked, like `append`."""
     params = {f"p_{c.name}": row[c.name] for c in _FIELDS}
-    return conn.execute(_APPEND_AFTER_HEAD, {**params, "p_head": row["prev_hash"]}).rowcount == 1
+    return _APPEND_AFTER_HEAD.rowcount(conn, {**params, "p_head": row["prev_hash"]}) == 1
 
 
 def lock_chain(conn: Connection) -> None:

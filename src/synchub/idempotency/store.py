@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from synchub.db import UtcDateTime, metadata
+from synchub.db import Prepared, UtcDateTime, metadata
 from synchub.idempotency.model import Scope
 
 idempotency_keys = sa.Table(
@@ -27,14 +27,14 @@ idempotency_keys = sa.Table(
 )  # fmt: skip
 
 
-# Built once and executed with parameters (every write request runs them): SQLAlchemy then
-# reuses the compiled statements instead of rebuilding and re-keying them per request.
+# Built once and executed with parameters (every write request runs them), on SQLite straight
+# on the transaction's connection (db.Prepared): no per-request compiling or bookkeeping.
 _t = idempotency_keys.c
-_FIND = sa.select(idempotency_keys).where(
+_FIND = Prepared(sa.select(idempotency_keys).where(
     _t.client_id == sa.bindparam("client_id"), _t.method == sa.bindparam("method"),
     _t.route == sa.bindparam("route"), _t.key == sa.bindparam("key"),
-)  # fmt: skip
-_SAVE = sa.insert(idempotency_keys)
+))  # fmt: skip
+_SAVE = Prepared(sa.insert(idempotency_keys), column_keys=[c.name for c in idempotency_keys.c])
 _TRY_LOCK = sa.select(
     sa.func.pg_try_advisory_xact_lock(sa.bindparam("lock_id", type_=sa.BigInteger))
 )
@@ -47,8 +47,7 @@ def _key_of(scope: Scope) -> dict[str, str]:
 
 def find(conn: Connection, scope: Scope) -> dict[str, Any] | None:
     """The stored outcome for a key, if any (one primary-key probe)."""
-    row = conn.execute(_FIND, _key_of(scope)).mappings().first()
-    return dict(row) if row else None
+    return _FIND.first(conn, _key_of(scope))
 
 
 def save(
@@ -62,9 +61,9 @@ def save(
     expires_at: datetime,
 ) -> None:
     """Store a finished request's outcome."""
-    conn.execute(_SAVE, {**_key_of(scope), "fingerprint": fingerprint,
-                         "status_code": status_code, "response_body": body,
-                         "created_at": now, "expires_at": expires_at})  # fmt: skip
+    _SAVE.rowcount(conn, {**_key_of(scope), "fingerprint": fingerprint,
+                          "status_code": status_code, "response_body": body,
+                          "created_at": now, "expires_at": expires_at})  # fmt: skip
 
 
 def delete_expired(conn: Connection, *, now: datetime) -> int:

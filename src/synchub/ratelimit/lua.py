@@ -8,12 +8,14 @@ string are formatted with `%.0f` (Lua's own number-to-string keeps only 14 digit
 
 from __future__ import annotations
 
-# Every script reads "now" (microseconds) from its last ARGV when given, else from the Redis
-# server's TIME, so all processes sharing Redis agree on the time.
+# Every script reads "now" (microseconds) from an optional last ARGV, whose position it passes
+# to clock, when given (a pinned clock), else from the Redis server's TIME, so all processes
+# sharing Redis agree on the time. Without a pinned clock the argument is left out.
 _CLOCK = """
-local function clock()
-  if ARGV[#ARGV] ~= '' then
-    return tonumber(ARGV[#ARGV])
+local function clock(at)
+  local pinned = ARGV[at]
+  if pinned and pinned ~= '' then
+    return tonumber(pinned)
   end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -32,11 +34,11 @@ end
 
 # GCRA exactly as model.gcra_us. The decision depends only on the debt max(tat - now, 0), so the
 # reply is that debt (us), or -1 - debt when refused, and Python builds the Decision with the
-# model itself. ARGV: T (us), tau (us), cost, now.
+# model itself. ARGV: T (us), tau (us), cost, [now].
 GCRA_SCRIPT = (
     _CLOCK
     + """
-local now = clock()
+local now = clock(4)
 local debt = math.max(tonumber(redis.call('GET', KEYS[1]) or now) - now, 0)
 local new_tat = now + debt + tonumber(ARGV[3]) * tonumber(ARGV[1])
 if now < new_tat - tonumber(ARGV[2]) then
@@ -49,13 +51,13 @@ return debt
 )
 
 # One use of a quota. EXPIRE only on the first use (the period's end); a refusal is rolled
-# back so it does not count. ARGV: quota, period end (us), now.
+# back so it does not count. ARGV: quota, period end (us), [now].
 QUOTA_SCRIPT = (
     _CLOCK
     + """
 local used = redis.call('INCR', KEYS[1])
 if used == 1 then
-  local ttl = math.ceil((tonumber(ARGV[2]) - clock()) / 1000)
+  local ttl = math.ceil((tonumber(ARGV[2]) - clock(3)) / 1000)
   redis.call('PEXPIRE', KEYS[1], math.max(1, ttl))
 end
 if used > tonumber(ARGV[1]) then
@@ -67,14 +69,14 @@ return {1, used}
 )
 
 # Throttle, quota and usage counters in one step. KEYS: GCRA TAT, quota counter, usage hash.
-# ARGV: T (us), tau (us), cost, quota, period end (us), now. The TAT is stored only when the
+# ARGV: T (us), tau (us), cost, quota, period end (us), [now]. The TAT is stored only when the
 # quota admits too, so a request the quota refuses spends nothing. Reply: {verdict, debt,
 # used} with verdict 0 admitted, 1 throttle refused, 2 quota refused.
 ADMIT_SCRIPT = (
     _CLOCK
     + _COUNT
     + """
-local now = clock()
+local now = clock(6)
 local ends_at = tonumber(ARGV[5])
 local debt = math.max(tonumber(redis.call('GET', KEYS[1]) or now) - now, 0)
 local new_tat = now + debt + tonumber(ARGV[3]) * tonumber(ARGV[1])
@@ -102,12 +104,12 @@ return {0, debt, used}
 # longest lease. KEYS: leases, then optionally the quota counter and usage hash of the period
 # the request was admitted in: a refusal then gives its quota use back and counts as a
 # concurrency rejection instead of an admitted call. ARGV: limit, lease (us), token, period
-# end (us) or '', now. Reply: {taken, in use, us until the earliest lease ends (refusals)}.
+# end (us) or '', [now]. Reply: {taken, in use, us until the earliest lease ends (refusals)}.
 SLOT_SCRIPT = (
     _CLOCK
     + _COUNT
     + """
-local now = clock()
+local now = clock(5)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
 local held = redis.call('ZCARD', KEYS[1])
 if held >= tonumber(ARGV[1]) then
@@ -131,12 +133,12 @@ return {1, held + 1, 0}
 """
 )
 
-# Extend a live lease to now + lease. KEYS: leases. ARGV: token, lease (us), now. Reply 1, or
+# Extend a live lease to now + lease. KEYS: leases. ARGV: token, lease (us), [now]. Reply 1, or
 # 0 when the token is unknown or its lease already ran out (the slot may be someone else's).
 RENEW_SCRIPT = (
     _CLOCK
     + """
-local now = clock()
+local now = clock(3)
 local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not ends or tonumber(ends) <= now then
   return 0
@@ -148,13 +150,13 @@ return 1
 """
 )
 
-# Read a tenant's usage in one round trip. KEYS: usage hash, quota counter, leases. ARGV: now.
+# Read a tenant's usage in one round trip. KEYS: usage hash, quota counter, leases. ARGV: [now].
 # Reply: {admitted, rejected_throttle, rejected_quota, rejected_concurrency, quota used, slots
 # in use}.
 USAGE_SCRIPT = (
     _CLOCK
     + """
-local now = clock()
+local now = clock(1)
 local counts = redis.call('HMGET', KEYS[1], 'admitted', 'rejected_throttle', 'rejected_quota',
   'rejected_concurrency')
 local reply = {}

@@ -36,8 +36,8 @@ from synchub.ratelimit.model import (
     check_cost,
     check_key,
     check_slots,
+    decision_from_debt,
     epoch_microseconds,
-    gcra_us,
     new_slot_token,
     to_microseconds,
 )
@@ -78,7 +78,7 @@ class RedisRateLimiter:
             limit.interval_us,
             limit.tolerance_us,
             cost,
-            self._now_arg(),
+            *self._now_args(),
         )
         debt = reply if reply >= 0 else -1 - reply
         return _decision(debt, limit, cost, allowed=reply >= 0)
@@ -100,7 +100,7 @@ class RedisRateLimiter:
             cost,
             quota.limit,
             quota.ends_at_us,
-            self._now_arg(),
+            *self._now_args(),
         )
         decision = _decision(int(debt), limit, cost, allowed=int(verdict) != 1)
         return Admission(decision=decision, refused_by=_REFUSED_BY[int(verdict)],
@@ -114,7 +114,7 @@ class RedisRateLimiter:
         check_key(period)
         expires_at = to_microseconds(expires_at_epoch)
         allowed, used = self._run(
-            self._quota, [self._name(key, f"quota:{period}")], quota, expires_at, self._now_arg()
+            self._quota, [self._name(key, f"quota:{period}")], quota, expires_at, *self._now_args()
         )
         return bool(allowed), int(used)
 
@@ -140,7 +140,7 @@ class RedisRateLimiter:
             ]
             ends_at = admitted_in.ends_at_us
         taken, in_use, wait_us = self._run(
-            self._slots, keys, limit, lease_us, token, ends_at, self._now_arg()
+            self._slots, keys, limit, lease_us, token, ends_at, *self._now_args()
         )
         return SlotGrant(token=token if taken else None, in_use=int(in_use),
                          retry_after_seconds=int(wait_us) / MICROSECONDS)  # fmt: skip
@@ -150,7 +150,7 @@ class RedisRateLimiter:
         check_key(key)
         lease_us = to_microseconds(lease_seconds)
         check_slots(1, lease_us)
-        renewed = self._run(self._renew, [self._leases(key)], token, lease_us, self._now_arg())
+        renewed = self._run(self._renew, [self._leases(key)], token, lease_us, *self._now_args())
         return bool(renewed)
 
     def release(self, key: str, token: str) -> None:
@@ -170,7 +170,7 @@ class RedisRateLimiter:
             self._name(key, f"quota:{period}"),
             self._leases(key),
         ]
-        values = [int(v) for v in self._run(self._usage, keys, self._now_arg())]
+        values = [int(v) for v in self._run(self._usage, keys, *self._now_args())]
         return UsageCounts(*values)
 
     def _name(self, key: str, suffix: str) -> str:
@@ -191,14 +191,14 @@ class RedisRateLimiter:
         except redis.RedisError as exc:
             raise _translated(exc) from exc
 
-    def _now_arg(self) -> str:
-        return "" if self._clock is None else str(epoch_microseconds(self._clock.now()))
+    def _now_args(self) -> tuple[str, ...]:
+        """The pinned clock's time as the scripts' optional last argument; none for Redis TIME."""
+        return () if self._clock is None else (str(epoch_microseconds(self._clock.now())),)
 
 
 def _decision(debt: int, limit: Limit, cost: int, *, allowed: bool) -> Decision:
     """The model's decision for a stored debt; it must agree with the script's verdict."""
-    # Only the distance from now to the stored TAT matters, so "now" can be 0 here.
-    decision, _ = gcra_us(debt, 0, limit, cost=cost)
+    decision = decision_from_debt(debt, limit, cost)
     if decision.allowed != allowed:
         raise RuntimeError("the GCRA Lua script and the model disagree")
     return decision
