@@ -22,7 +22,7 @@ from synchub.db import Database
 from synchub.events import store
 from synchub.events.outcome import record_outcome
 from synchub.events.retry import Uniform
-from synchub.mdm.service import links_at
+from synchub.mdm.records import MERGED_AWAY
 from synchub.register.model import BreakerPolicy, RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -85,13 +85,56 @@ class Claimed:
 def claim_work(
     ctx: DeliveryContext, conn: Any, *, limit: int, health: store.Health_ | None = None
 ) -> list[Claimed]:
-    """Lease up to `limit` due deliveries and read their events and links, in `conn`'s
-    transaction; start them only once it has committed. `health`: breaker rows already read."""
+    """Lease up to `limit` due deliveries and read their events, links and (for destinations
+    that write snapshots) the snapshots already applied, in `conn`'s transaction; start them
+    only once it has committed. `health`: breaker rows already read."""
     now = ctx.clock.now()
     claimed, events = store.claim_with_events(
         conn, now=now, owner=ctx.worker_id, lease_until=now + ctx.lease, limit=limit,
         breaker_for=ctx.breaker_for, health=health)  # fmt: skip
-    return [Claimed(d, _outbound(conn, d, events.get(d.event_id))) for d in claimed]
+    outbound = {d.id: _outbound(d, events.get(d.event_id)) for d in claimed}
+    _read_links_and_applied(ctx, conn, claimed, outbound)
+    return [Claimed(d, outbound[d.id]) for d in claimed]
+
+
+def _read_links_and_applied(
+    ctx: DeliveryContext,
+    conn: Any,
+    claimed: list[store.Delivery],
+    outbound: dict[str, OutboundEvent | None],
+) -> None:
+    """Fill in each claimed event's links at its destination and, for a destination that
+    names the records whose snapshots it writes (`snapshot_ids`), the newest snapshot of each
+    it already holds: the stale-write guard (ADR 0021). One query for both per (workspace,
+    destination) in the batch (ADR 0014), after the claim statement in its transaction: a
+    later delivery of the same (destination, aggregate) either committed its outcome before
+    the claim read (and is seen here) or waits for this one (it is later; a replay waits for
+    one in flight), so no later snapshot can land between this read and the attempt."""
+    groups: dict[tuple[str, str], list[store.Delivery]] = {}
+    for delivery in claimed:
+        if outbound[delivery.id] is not None:
+            groups.setdefault((delivery.workspace, delivery.destination), []).append(delivery)
+    for (workspace, name), members in groups.items():
+        wanted = {d.id: _link_ids(outbound[d.id]) for d in members}
+        destination = ctx.destinations(workspace).get(name)
+        snapshot_ids = getattr(destination, "snapshot_ids", None)
+        snapshots: dict[str, list[str]] = {}
+        if snapshot_ids is not None:
+            for d in members:
+                event = outbound[d.id]
+                snapshots[d.id] = [str(i) for i in snapshot_ids(event) if i] if event else []
+        links, applied = store.links_and_applied(
+            conn, workspace=workspace, destination=name, merged_away=MERGED_AWAY,
+            link_ids=[i for ids in wanted.values() for i in ids],
+            snapshot_ids=[i for ids in snapshots.values() for i in ids])  # fmt: skip
+        for d in members:
+            event = outbound[d.id]
+            assert event is not None
+            outbound[d.id] = replace(
+                event,
+                links={i: links[i] for i in wanted[d.id] if i in links},
+                applied={i: applied[i] for i in snapshots.get(d.id, []) if i in applied},
+            )
 
 
 def deliver_due(
@@ -149,46 +192,29 @@ def renew(ctx: DeliveryContext, delivery_ids: list[str]) -> None:
                     held=held)  # fmt: skip
 
 
-def _outbound(
-    conn: Any, delivery: store.Delivery, event: dict[str, Any] | None
-) -> OutboundEvent | None:
+def _link_ids(event: OutboundEvent | None) -> list[str]:
+    """The canonical ids of an event's entities whose links a destination may need."""
+    if event is None:
+        return []
+    obj = event.payload.get("object", {})
+    return [str(i) for i in (obj.get("id"), *(obj.get(f) for f in _ID_FIELDS)) if i]
+
+
+def _outbound(delivery: store.Delivery, event: dict[str, Any] | None) -> OutboundEvent | None:
+    """The event as its destination sees it, with its outbox sequence number (ADR 0021);
+    links and applied snapshots are filled in by `_read_links_and_applied`."""
     if event is None:
         return None
-    payload = event["payload"]
-    obj = payload.get("object", {})
-    ids = [obj.get("id"), *(obj.get(f) for f in _ID_FIELDS)]
-    links = links_at(conn, workspace=delivery.workspace, system=delivery.destination,
-                     canonical_ids=[i for i in ids if i])  # fmt: skip
     return OutboundEvent(
         id=event["id"],
         type=event["type"],
         subject=event["subject"],
         time=event["created_at"],
-        payload=payload,
+        payload=event["payload"],
         traceparent=event["traceparent"],
-        links=links,
+        links={},
+        seq=delivery.event_seq,
     )
-
-
-def _with_applied(
-    ctx: DeliveryContext, delivery: store.Delivery, destination: Destination, event: OutboundEvent
-) -> OutboundEvent:
-    """The event with its sequence number and, for a destination that writes snapshots of
-    records (it names them in `snapshot_ids`), the newest snapshot of each it already holds:
-    the stale-write guard (ADR 0021). Read after the claim committed, so a later delivery that
-    finished before this attempt started is seen (a replay waits for one in flight)."""
-    event = replace(event, seq=delivery.event_seq)
-    snapshot_ids = getattr(destination, "snapshot_ids", None)
-    if snapshot_ids is None:
-        return event
-    ids = [str(i) for i in snapshot_ids(event) if i]
-    if not ids:
-        return event
-    with ctx.db.read() as conn:
-        applied = store.applied_seqs(
-            conn, workspace=delivery.workspace, destination=delivery.destination, canonical_ids=ids
-        )
-    return replace(event, applied=applied)
 
 
 def _claim_one(ctx: DeliveryContext) -> Callable[[Any, store.Health_ | None], list[Claimed]]:
@@ -220,8 +246,7 @@ def deliver_one(
             idempotency_key=delivery.idempotency_key,
             number=delivery.attempts,
         )
-        event = _with_applied(ctx, delivery, destination, claimed.event)
-        result = destination.deliver(event, attempt)
+        result = destination.deliver(claimed.event, attempt)
     except HubError as exc:
         error = exc
     except Exception as exc:

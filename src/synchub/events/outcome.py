@@ -82,23 +82,24 @@ def _write_outcome(
                 record_link(conn, workspace=delivery.workspace, entity=link.entity,
                             canonical_id=link.canonical_id, system=delivery.destination,
                             external_id=link.external_id, reason="delivered", at=now)  # fmt: skip
-            if not store.finish(conn, delivery.id, owner=ctx.worker_id, **outcome.values):
-                raise _LeaseLostError  # rolls back the links written above
+            applied = None
             if result is not None and result.applied:  # the stale-write guard (ADR 0021)
-                store.record_applied(conn, workspace=delivery.workspace,
-                                     destination=delivery.destination,
-                                     canonical_ids=result.applied, seq=delivery.event_seq,
-                                     event_id=delivery.event_id, at=now)  # fmt: skip
+                applied = store.Applied(delivery.workspace, delivery.destination,
+                                        list(result.applied), delivery.event_seq,
+                                        delivery.event_id, now)  # fmt: skip
             response = outcome.response.as_dict() if outcome.response else None
-            store.record_attempt(conn, {
-                "delivery_id": delivery.id, "attempt": delivery.attempts, "started_at": started,
-                "finished_at": now, "outcome": outcome.name,
-                "status_code": outcome.values.get("last_status_code"),
+            attempt = {
+                "attempt": delivery.attempts, "started_at": started, "finished_at": now,
+                "outcome": outcome.name, "status_code": outcome.values.get("last_status_code"),
                 "error": outcome.values.get("last_error"),
                 "retry_after_seconds": outcome.retry_after, "response": response,
                 "workspace": delivery.workspace, "destination": delivery.destination,
                 "breaker_signal": outcome.signal.value if outcome.signal else None,
-            })  # fmt: skip
+            }  # fmt: skip
+            if not store.finish_attempt(conn, delivery.id, owner=ctx.worker_id,
+                                        values=outcome.values, attempt=attempt,
+                                        applied=applied):  # fmt: skip
+                raise _LeaseLostError  # rolls back the links written above
             known = None
             if then is not None and outcome.signal is Signal.SUCCESS:
                 known = breaker_store.health_rows(conn)  # for the success and the next claim

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from synchub.db import UtcDateTime, metadata
@@ -378,21 +378,178 @@ def record_attempt(conn: Connection, values: dict[str, Any]) -> None:
     conn.execute(_RECORD_ATTEMPT, values)
 
 
+# PostgreSQL: an outcome in one round trip (ADR 0014). The attempt (and the snapshots applied,
+# ADR 0021) are inserted from the UPDATE's RETURNING, so nothing is written when the lease was
+# lost (no row returned), exactly as `finish` + `record_attempt` + `record_applied` in one
+# transaction that rolls back on a lost lease.
+_ATTEMPT_CASTS = (
+    ("attempt", "integer"),
+    ("started_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+    ("outcome", "text"),
+    ("status_code", "integer"),
+    ("error", "text"),
+    ("retry_after_seconds", "double precision"),
+    ("response", "json"),
+    ("workspace", "text"),
+    ("destination", "text"),
+    ("breaker_signal", "text"),
+)
+_VALUE_TYPES: dict[str, Any] = {
+    "next_attempt_at": UtcDateTime,
+    "completed_at": UtcDateTime,
+    "lease_until": UtcDateTime,
+    "last_response": sa.JSON,
+}
+
+
+@lru_cache(maxsize=32)
+def _finish_statement(columns: tuple[str, ...], applied: bool) -> sa.TextClause:
+    """The one-statement outcome for one set of delivery columns (PostgreSQL)."""
+    sets = ", ".join(f"{c} = :v_{c}" for c in columns)
+    names = ", ".join(c for c, _ in _ATTEMPT_CASTS)
+    casts = ", ".join(f"CAST(:a_{c} AS {t})" for c, t in _ATTEMPT_CASTS)
+    sql = (
+        f"WITH f AS (\n  UPDATE deliveries SET {sets}\n"  # noqa: S608 - constant fragments
+        "  WHERE id = :b_id AND status = 'in_flight' AND lease_owner = :b_owner RETURNING id),\n"
+        f"a AS (\n  INSERT INTO delivery_attempts (delivery_id, {names})\n"
+        f"  SELECT f.id, {casts} FROM f)"
+    )
+    if applied:
+        sql += (
+            ",\np AS (\n  INSERT INTO applied_versions (workspace, destination, canonical_id,"
+            " applied_seq, event_id, applied_at)\n  SELECT CAST(:p_workspace AS text),"
+            " CAST(:p_destination AS text), x.id, CAST(:p_seq AS bigint),"
+            " CAST(:p_event_id AS text), CAST(:p_at AS timestamptz)\n"
+            "  FROM f CROSS JOIN unnest(CAST(:p_ids AS text[])) AS x(id)\n"
+            "  ON CONFLICT (workspace, destination, canonical_id) DO UPDATE SET"
+            " applied_seq = excluded.applied_seq, event_id = excluded.event_id,"
+            " applied_at = excluded.applied_at"
+            " WHERE applied_versions.applied_seq < excluded.applied_seq)"
+        )
+    sql += "\nSELECT count(*) FROM f"
+    binds = [sa.bindparam(f"v_{c}", type_=_VALUE_TYPES[c]) for c in columns if c in _VALUE_TYPES]
+    binds += [
+        sa.bindparam("a_started_at", type_=UtcDateTime),
+        sa.bindparam("a_finished_at", type_=UtcDateTime),
+        sa.bindparam("a_response", type_=sa.JSON),
+    ]
+    if applied:
+        binds.append(sa.bindparam("p_at", type_=UtcDateTime))
+    return sa.text(sql).bindparams(*binds)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """Snapshots an attempt wrote (ADR 0021): `record_applied`'s arguments."""
+
+    workspace: str
+    destination: str
+    canonical_ids: list[str]
+    seq: int
+    event_id: str
+    at: datetime
+
+
+def finish_attempt(
+    conn: Connection,
+    delivery_id: str,
+    *,
+    owner: str,
+    values: dict[str, Any],
+    attempt: dict[str, Any],
+    applied: Applied | None = None,
+) -> bool:
+    """Record a delivery's outcome, its attempt and the snapshots it applied, if this worker
+    still holds the lease; False, and nothing written, if it lost it. One statement on
+    PostgreSQL; `finish`, `record_applied` and `record_attempt` on SQLite (one writer: no
+    round trips to save)."""
+    if conn.dialect.name != "postgresql":
+        if not finish(conn, delivery_id, owner=owner, **values):
+            return False
+        if applied is not None:
+            record_applied(conn, workspace=applied.workspace, destination=applied.destination,
+                           canonical_ids=applied.canonical_ids, seq=applied.seq,
+                           event_id=applied.event_id, at=applied.at)  # fmt: skip
+        record_attempt(conn, {"delivery_id": delivery_id, **attempt})
+        return True
+    row = {"lease_owner": None, "lease_until": None, **values}
+    columns = tuple(sorted(row))
+    params = {f"v_{c}": row[c] for c in columns}
+    params.update({f"a_{c}": attempt.get(c) for c, _ in _ATTEMPT_CASTS})
+    params.update(b_id=delivery_id, b_owner=owner)
+    if applied is not None:
+        params.update(p_workspace=applied.workspace, p_destination=applied.destination,
+                      p_ids=sorted(set(applied.canonical_ids)), p_seq=applied.seq,
+                      p_event_id=applied.event_id, p_at=applied.at)  # fmt: skip
+    statement = _finish_statement(columns, applied is not None)
+    return int(conn.execute(statement, params).scalar_one()) == 1
+
+
+_APPLIED_SEQS = sa.text(
+    "SELECT canonical_id, applied_seq FROM applied_versions WHERE workspace = :workspace"
+    " AND destination = :destination AND canonical_id IN :ids"
+).bindparams(sa.bindparam("ids", expanding=True, type_=sa.String))
+
+
 def applied_seqs(
     conn: Connection, *, workspace: str, destination: str, canonical_ids: list[str]
 ) -> dict[str, int]:
     """The newest snapshot sequence number applied at a destination, by canonical id."""
     if not canonical_ids:
         return {}
-    t = applied_versions
-    rows = conn.execute(
-        sa.select(t.c.canonical_id, t.c.applied_seq).where(
-            t.c.workspace == workspace,
-            t.c.destination == destination,
-            t.c.canonical_id.in_(sorted(set(canonical_ids))),
-        )
-    )
-    return {str(cid): int(seq) for cid, seq in rows}
+    params = {"workspace": workspace, "destination": destination,
+              "ids": sorted(set(canonical_ids))}  # fmt: skip
+    return {str(cid): int(seq) for cid, seq in conn.execute(_APPLIED_SEQS, params)}
+
+
+# What an attempt needs besides its event, in one round trip (ADR 0014): the links of the
+# event's records at the destination (as mdm.records.links_at: not ids merged away) and the
+# newest snapshot of each guarded record already applied there (ADR 0021).
+_LINKS_AND_APPLIED = sa.text(
+    "SELECT 'link', canonical_id, external_id, NULL FROM crosswalk"
+    " WHERE workspace = :workspace AND system = :destination AND canonical_id IN :link_ids"
+    " AND reason != :merged_away"
+    " UNION ALL SELECT 'applied', canonical_id, NULL, applied_seq FROM applied_versions"
+    " WHERE workspace = :workspace AND destination = :destination AND canonical_id IN :snap_ids"
+).bindparams(
+    sa.bindparam("link_ids", expanding=True, type_=sa.String),
+    sa.bindparam("snap_ids", expanding=True, type_=sa.String),
+)
+
+
+def links_and_applied(
+    conn: Connection,
+    *,
+    workspace: str,
+    destination: str,
+    link_ids: list[str],
+    snapshot_ids: list[str],
+    merged_away: str,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """(links at the destination by canonical id, applied snapshot numbers by canonical id)."""
+    if not link_ids and not snapshot_ids:
+        return {}, {}
+    params = {"workspace": workspace, "destination": destination, "merged_away": merged_away,
+              "link_ids": sorted(set(link_ids)), "snap_ids": sorted(set(snapshot_ids))}  # fmt: skip
+    links: dict[str, str] = {}
+    applied: dict[str, int] = {}
+    for kind, canonical_id, external_id, seq in conn.execute(_LINKS_AND_APPLIED, params):
+        if kind == "link":
+            links[str(canonical_id)] = str(external_id)
+        else:
+            applied[str(canonical_id)] = int(seq)
+    return links, applied
+
+
+# The same statement on SQLite and PostgreSQL; the number only moves forward.
+_RECORD_APPLIED = sa.text(
+    "INSERT INTO applied_versions (workspace, destination, canonical_id, applied_seq, event_id,"
+    " applied_at) VALUES (:workspace, :destination, :canonical_id, :seq, :event_id, :at)"
+    " ON CONFLICT (workspace, destination, canonical_id) DO UPDATE SET"
+    " applied_seq = excluded.applied_seq, event_id = excluded.event_id,"
+    " applied_at = excluded.applied_at WHERE applied_versions.applied_seq < excluded.applied_seq"
+).bindparams(sa.bindparam("at", type_=UtcDateTime))
 
 
 def record_applied(
@@ -407,20 +564,10 @@ def record_applied(
 ) -> None:
     """Note that the destination now holds these records' snapshots as of outbox `seq`; a
     number never goes down (a replayed older snapshot that was sent anyway leaves it)."""
-    t = applied_versions
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     for canonical_id in sorted(set(canonical_ids)):
-        values = {"applied_seq": seq, "event_id": event_id, "applied_at": at}
-        statement = dialect.insert(t).values(
-            workspace=workspace, destination=destination, canonical_id=canonical_id, **values
-        )
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[t.c.workspace, t.c.destination, t.c.canonical_id],
-                set_=values,
-                where=t.c.applied_seq < seq,
-            )
-        )
+        conn.execute(_RECORD_APPLIED, {"workspace": workspace, "destination": destination,
+                                       "canonical_id": canonical_id, "seq": seq,
+                                       "event_id": event_id, "at": at})  # fmt: skip
 
 
 def count_by_status(conn: Connection) -> dict[tuple[str, str], int]:

@@ -6,22 +6,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from synchub.core.errors import NotFoundError
 from synchub.mdm import store
 
+# The crosswalk rule of a vendor id merged away at its vendor: it still resolves, but nothing
+# is sent to it (ADR 0019). Here so that other features need not import the mdm store.
+MERGED_AWAY = store.MERGED_AWAY
+
+# One statement for every id a delivery (or a claimed batch) needs: text, so SQLAlchemy keys
+# it by its string instead of building and walking a Core select per call (ADR 0014).
+_LINKS_AT = sa.text(
+    "SELECT canonical_id, external_id FROM crosswalk WHERE workspace = :workspace"
+    " AND system = :system AND canonical_id IN :ids AND reason != :merged_away"
+).bindparams(sa.bindparam("ids", expanding=True, type_=sa.String))
+
 
 def links_at(
     conn: Connection, *, workspace: str, canonical_ids: list[str], system: str
 ) -> dict[str, str]:
-    """For each canonical id, its id at one system (when linked)."""
-    links = {}
-    for canonical_id in canonical_ids:
-        external = store.external_ids(conn, workspace=workspace, canonical_id=canonical_id)
-        if system in external:
-            links[canonical_id] = external[system]
-    return links
+    """For each canonical id, its id at one system (when linked; not ids the system merged
+    away, as `store.external_ids`). One query for all of them."""
+    if not canonical_ids:
+        return {}
+    rows = conn.execute(_LINKS_AT, {"workspace": workspace, "system": system,
+                                    "ids": sorted(set(canonical_ids)),
+                                    "merged_away": store.MERGED_AWAY})  # fmt: skip
+    return {str(canonical_id): str(external_id) for canonical_id, external_id in rows}
 
 
 @dataclass(frozen=True)
