@@ -206,7 +206,9 @@ def test_a_loopback_targets_answer_body_is_never_kept_or_shown(
     assert delivery["last_status_code"] == 500
     response = delivery["last_response"]
     assert response["status"] == 500
+    # withheld, and said so: not read as an empty body the endpoint sent
     assert response["body"] == ""
+    assert response["body_withheld"] == "private target"
     # allow-listed headers only, less the body's length
     assert response["headers"]["retry-after"] == "7"
     assert response["headers"]["content-type"] == "application/json"
@@ -219,7 +221,8 @@ def test_a_loopback_targets_answer_body_is_never_kept_or_shown(
     assert "root:x" not in detail.text
     [attempt] = detail.json()["attempt_history"]
     assert attempt["status_code"] == 500
-    assert attempt["response"] is None or attempt["response"]["body"] == ""
+    assert attempt["response"]["body"] == ""
+    assert attempt["response"]["body_withheld"] == "private target"
     with db.read() as conn:  # nor kept where nobody looks
         stored = conn.exec_driver_sql("SELECT last_response FROM deliveries").fetchall()
     assert stored
@@ -234,3 +237,6 @@ def test_a_public_targets_answer_body_is_still_summarized() -> None:
     assert "bad field" in kept.body
     assert "content-length" in kept.headers
     assert (hidden.status, hidden.body, hidden.headers) == (500, "", {"retry-after": "3"})
+    assert hidden.as_dict()["body"] == ""
+    assert hidden.as_dict()["body_withheld"] == "private target"
+    assert "body_withheld" not in kept.as_dict()

@@ -201,7 +201,7 @@ def _endpoint(db: Database, clock: FixedClock, workspace: str, types: list[str])
     return str(made["id"])
 
 
-def test_fan_out_adds_one_delivery_per_matching_enabled_endpoint(
+def test_fan_out_adds_one_delivery_per_matching_endpoint_held_for_a_disabled_one(
     db: Database, clock: FixedClock
 ) -> None:
     wanted = _endpoint(db, clock, "acme", ["customer.created"])
@@ -220,9 +220,13 @@ def test_fan_out_adds_one_delivery_per_matching_enabled_endpoint(
     event_id = _emit(db, clock, "acme", "customer.created")
     assert dispatch_outbox(db, register, clock) == 1
     with db.read() as conn:
-        rows = conn.execute(sa.text("SELECT destination, event_id FROM deliveries")).all()
+        rows = conn.execute(sa.text("SELECT destination, event_id, status FROM deliveries")).all()
     assert sorted(rows) == sorted(
-        [(f"webhook:{wanted}", event_id), (f"webhook:{everything}", event_id)]
+        [
+            (f"webhook:{wanted}", event_id, "pending"),
+            (f"webhook:{everything}", event_id, "pending"),
+            (f"webhook:{switched_off}", event_id, "held"),  # kept for when it is enabled again
+        ]
     )
 
 

@@ -171,7 +171,12 @@ async def update(
     body: WebhookEndpointUpdate,
     principal: Annotated[Principal, require("admin:webhooks")],
 ) -> JSONResponse:
-    """Re-enabling an endpoint (`enabled: true`) forgets its run of failures."""
+    """Disabling holds the endpoint's waiting deliveries, and events that occur while it is
+    disabled are recorded as `held` deliveries (in its delivery log, not attempted, not
+    failures). Re-enabling (`enabled: true`) forgets its run of failures and makes the held
+    deliveries due at once, in event order, each with a fresh retry budget; those held
+    longer than 84 h (the retry window) become dead letters instead, which
+    POST /v1/dead-letters/replay sends."""
     hooks = _hooks(request)
     fields = await run_in_threadpool(
         check_fields,
@@ -201,10 +206,12 @@ async def update(
 async def delete(
     request: Request, endpoint_id: str, principal: Annotated[Principal, require("admin:webhooks")]
 ) -> JSONResponse:
-    """Its pending deliveries end without being sent; its delivery log goes with it."""
+    """Its held and pending deliveries end without being sent (dead letters naming why)."""
 
     def handler(conn: Connection, ctx: EventContext) -> tuple[int, dict[str, Any]]:
-        return 200, delete_endpoint(conn, workspace=ctx.workspace, endpoint_id=endpoint_id)
+        return 200, delete_endpoint(
+            conn, workspace=ctx.workspace, endpoint_id=endpoint_id, now=ctx.now
+        )
 
     return await run_in_threadpool(
         _write, request, principal, ITEM, None, "webhook_endpoint.delete", handler
@@ -255,8 +262,9 @@ async def deliveries(
     starting_after: After = None,
     status: Status = None,
 ) -> dict[str, Any]:
-    """Deliveries to this endpoint in the order they were created, each with its attempts.
-    Send one again with POST /v1/deliveries/{delivery_id}/replay (same webhook-id)."""
+    """Deliveries to this endpoint in the order they were created, each with its attempts;
+    `held` ones wait for the endpoint to be enabled again. Send a finished one again with
+    POST /v1/deliveries/{delivery_id}/replay (same webhook-id)."""
     items, more = await run_in_threadpool(
         _read,
         request,

@@ -123,26 +123,41 @@ def _instant(value: str | None, option: str) -> datetime | None:
 
 @deliveries_app.command("status")
 def status(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
-    """Per destination: breaker, open/paused until, next attempt, counts, oldest pending."""
+    """Per destination: state, breaker, open/paused until, next attempt, counts, oldest pending.
+
+    A partner webhook endpoint (webhook:<id>) shows whether it is enabled; a disabled one
+    shows why and since when, and its deliveries are counted as held (sent once it is
+    enabled again), not attempted.
+    """
     with _opened(workspace) as hub, hub.db.read() as conn:
         rows = destination_status(conn, workspace=hub.workspace, now=hub.clock.now(),
                                   breaker_for=breaker_policies(hub.register))  # fmt: skip
     if as_json:
         _print_json({"workspace": hub.workspace, "destinations": rows})
         return
-    table = Table("destination", "breaker", "until", "next attempt", "pending", "in flight",
-                  "succeeded", "dead", "oldest pending", "retry tokens",
+    table = Table("destination", "state", "breaker", "until", "next attempt", "pending",
+                  "in flight", "held", "succeeded", "dead", "oldest pending", "retry tokens",
                   title=f"deliveries in {hub.workspace}")  # fmt: skip
     for name in sorted(rows):
         row, b = rows[name], rows[name]["breaker"]
         counts = row["deliveries"]
         label = b["state"] + (" (paused)" if b["paused_until"] else "")
         tokens = f"{b['retry_tokens']:g}" + (" throttled" if b["throttled"] else "")
-        table.add_row(name, label, _when(b["blocked_until"]), _when(row["next_attempt_at"]),
-                      *(str(counts.get(s, 0)) for s in ("pending", "in_flight", "succeeded",
-                                                        "dead")),
+        table.add_row(name, _endpoint_state(row.get("endpoint")), label,
+                      _when(b["blocked_until"]), _when(row["next_attempt_at"]),
+                      *(str(counts.get(s, 0)) for s in ("pending", "in_flight", "held",
+                                                        "succeeded", "dead")),
                       _age(row["oldest_pending_age_seconds"]), tokens)  # fmt: skip
-    Console(width=160).print(table)
+    Console(width=200).print(table)
+
+
+def _endpoint_state(endpoint: dict[str, Any] | None) -> str:
+    """`enabled`, or `disabled (why) since when`, for a partner webhook endpoint; `-` else."""
+    if endpoint is None:
+        return "-"
+    if endpoint["enabled"]:
+        return "enabled"
+    return f"disabled ({endpoint['disabled_reason']}) since {_when(endpoint['disabled_at'])}"
 
 
 def _filter(
@@ -176,6 +191,10 @@ def dlq_list(
                                starting_after=starting_after, where=where)  # fmt: skip
     if as_json:
         _print_json({"data": page.items, "has_more": page.has_more})
+        return
+    if not page.items:  # on stderr: stdout stays empty, --json prints {"data": []}
+        typer.echo("no dead letters" + (" matching the filters" if where != DeliveryFilter(
+            status="dead") or starting_after else ""), err=True)  # fmt: skip
         return
     table = Table(_id_column("id", page.items), "destination", "event type", "http", "attempts",
                   "created", "reason")  # fmt: skip
@@ -233,6 +252,9 @@ def _print_response(console: Console, label: str, response: dict[str, Any] | Non
     headers = ", ".join(f"{k}: {v}" for k, v in response["headers"].items())
     cut = " (truncated)" if response.get("truncated") else ""
     console.print(f"{label}: HTTP {response['status']} [{headers}]", markup=False)
+    if response.get("body_withheld"):
+        console.print(f"  body: withheld ({response['body_withheld']})", markup=False)
+        return
     console.print(f"  body{cut}: {response['body']}", markup=False)
 
 
@@ -250,7 +272,11 @@ def dlq_replay(
     """Queue dead letters again with their original idempotency keys (ids or filters).
 
     Named ids are replayed whatever their status: a finished delivery is queued again, a
-    pending one (waiting for a retry) is made due now; one in flight is refused (exit 2).
+    pending one (waiting for a retry) is made due now; one in flight or held is refused
+    (exit 2).
+
+    Output: the id of each delivery queued or made due, one per line, on stdout (for
+    scripts); the summary on stderr. --json prints one JSON object on stdout instead.
     """
     where = _filter(destination, event_type, since, until, error_code)
     if not ids and where == DeliveryFilter(status="dead"):

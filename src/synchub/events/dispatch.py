@@ -99,14 +99,18 @@ def dispatch_outbox(
         now = clock.now()
         hooks = webhook_destinations(conn, events)  # partner endpoints whose filter matches
         rows = [
-            _delivery(event, destination, now)
+            _delivery(event, destination, now, held=held)
             for event in events
-            for destination in [*register.destinations_for(event["type"]), *hooks[event["id"]]]
+            for destination, held in [
+                *((name, False) for name in register.destinations_for(event["type"])),
+                *hooks[event["id"]],  # a disabled endpoint's: recorded, held (ADR 0009)
+            ]
         ]
         store.insert_deliveries(conn, rows)
         store.mark_dispatched(conn, [e["seq"] for e in events], at=now)
-        taken = then(conn) if then is not None and rows else 0
-        if notify_as is not None and not db.is_sqlite and taken < len(rows):
+        due = sum(1 for row in rows if row["status"] == "pending")
+        taken = then(conn) if then is not None and due else 0
+        if notify_as is not None and not db.is_sqlite and taken < due:
             store.notify_work(conn, payload=notify_as)
     # Committed: each outbox event is dispatched once, so counting here counts every event
     # written exactly once, and never one whose transaction rolled back (ADR 0013).
@@ -170,7 +174,9 @@ def oldest_running_transaction(conn: Connection) -> int:
     return int(conn.execute(_OLDEST_RUNNING).scalar_one())
 
 
-def _delivery(event: dict[str, object], destination: str, now: datetime) -> dict[str, object]:
+def _delivery(
+    event: dict[str, object], destination: str, now: datetime, *, held: bool = False
+) -> dict[str, object]:
     delivery_id = new_id("delivery")
     return {
         "id": delivery_id,
@@ -180,7 +186,7 @@ def _delivery(event: dict[str, object], destination: str, now: datetime) -> dict
         "event_type": event["type"],
         "destination": destination,
         "aggregate_id": event["aggregate_id"],
-        "status": "pending",
+        "status": "held" if held else "pending",
         "attempts": 0,
         "next_attempt_at": now,
         "idempotency_key": f"synchub:{delivery_id}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +14,8 @@ from synchub.core.errors import ConflictError, FieldProblem, NotFoundError, Vali
 from synchub.db import keyset_page
 from synchub.events import breaker, breaker_store, store
 from synchub.register.model import BreakerPolicy, Register
+from synchub.webhooks import store as webhook_store
+from synchub.webhooks.model import Endpoint, destination_name
 
 
 @dataclass(frozen=True)
@@ -60,20 +62,55 @@ def get_event(conn: Connection, *, workspace: str, event_id: str) -> dict[str, A
     return present_event(row)
 
 
-def _present_delivery(conn: Connection, row: dict[str, Any], *, history: bool) -> dict[str, Any]:
+# Attempt-history rows that are not attempts: a replay, or a release from `held` (both
+# numbered 0; `attempts` counts again from there).
+RESTARTS = ("replayed", "released")
+
+
+def _present_delivery(
+    conn: Connection, row: dict[str, Any], *, history: bool, earlier: int | None = None
+) -> dict[str, Any]:
+    """A delivery as shown. `earlier`: attempts made before its last replay or release
+    (read here when not given)."""
     record = {k: row[k] for k in ("id", "event_id", "event_type", "destination", "status",
                                   "attempts", "next_attempt_at", "last_error",
                                   "last_status_code", "dead_reason", "last_response",
-                                  "created_at", "completed_at")}  # fmt: skip
+                                  "created_at", "completed_at", "replayed_at")}  # fmt: skip
     record["subject"] = row.get("aggregate_id")
+    attempts = store.attempts_of(conn, row["id"]) if history or earlier is None else []
+    if earlier is None:
+        earlier = _attempts_before_restart(attempts)
+    record["attempts_total"] = earlier + int(row["attempts"])
     if history:
         record["idempotency_key"] = row["idempotency_key"]
         record["attempt_history"] = [
             {k: a[k] for k in ("attempt", "started_at", "finished_at", "outcome", "status_code",
                                "error", "retry_after_seconds", "response")}
-            for a in store.attempts_of(conn, row["id"])
+            for a in attempts
         ]  # fmt: skip
     return record
+
+
+def _attempts_before_restart(attempts: Sequence[Any]) -> int:
+    """How many attempts (not replay or release markers) precede the last marker."""
+    last = max((i for i, a in enumerate(attempts) if a["outcome"] in RESTARTS), default=0)
+    return sum(1 for a in attempts[:last] if a["outcome"] not in RESTARTS)
+
+
+def _earlier_attempts(conn: Connection, delivery_ids: list[str]) -> dict[str, int]:
+    """`_attempts_before_restart` for a page of deliveries in one query."""
+    if not delivery_ids:
+        return {}
+    a = store.delivery_attempts
+    rows = conn.execute(
+        sa.select(a.c.delivery_id, a.c.outcome)
+        .where(a.c.delivery_id.in_(delivery_ids))
+        .order_by(a.c.delivery_id, a.c.id)
+    ).mappings()
+    by_delivery: dict[str, list[Any]] = {}
+    for r in rows:
+        by_delivery.setdefault(r["delivery_id"], []).append(r)
+    return {d: _attempts_before_restart(by_delivery.get(d, [])) for d in delivery_ids}
 
 
 @dataclass(frozen=True)
@@ -117,7 +154,9 @@ def list_deliveries(
     """Deliveries of a workspace matching a filter, in id order."""
     rows, more = keyset_page(conn, _filtered(workspace, where), store.deliveries.c.id,
                              limit=limit, starting_after=starting_after)  # fmt: skip
-    return Page([_present_delivery(conn, r, history=False) for r in rows], more)
+    earlier = _earlier_attempts(conn, [r["id"] for r in rows])
+    return Page([_present_delivery(conn, r, history=False, earlier=earlier[r["id"]])
+                 for r in rows], more)  # fmt: skip
 
 
 def get_delivery(
@@ -204,6 +243,12 @@ def _check_named(delivery_ids: list[str], rows: Sequence[Any], limit: int) -> No
             f"delivery {', '.join(busy)} is in flight: an attempt is running now; "
             "replay it once the attempt has finished, if it still needs one"
         )
+    held = sorted(r["id"] for r in rows if r["status"] == HELD)
+    if held:
+        raise ConflictError(
+            f"delivery {', '.join(held)} is held: its webhook endpoint is disabled; enable the "
+            'endpoint (PATCH {"enabled": true}) and held deliveries are sent in order'
+        )
     missing = sorted(set(delivery_ids) - {r["id"] for r in rows})
     if missing and len(rows) < limit:
         named = ", ".join(shown_id(m) for m in missing[:MAX_SHOWN])
@@ -258,11 +303,17 @@ def check_replay_request(
     filters = (where.destination, where.event_type, where.since, where.until, where.error_code)
     if not delivery_ids and all(value is None for value in filters):
         nulls = [name for name in FILTER_FIELDS if name in sent_null]
+        if not nulls:  # nothing was sent at all (`{}`), so say what to send
+            detail = (
+                "give at least one filter: "
+                + ", ".join(FILTER_FIELDS)
+                + " (a replay of every dead letter is asked for by a filter, e.g. since)"
+            )
+            raise ValidationError("say which dead letters to replay", [FieldProblem("", detail)])
         detail = ("null is not a filter: give a value or leave it out; a replay needs ids or "
                   "at least one of destination, event_type, since, until, error_code")  # fmt: skip
         raise ValidationError(
-            "say which dead letters to replay",
-            [FieldProblem(f"/{name}", detail) for name in nulls] or [FieldProblem("", detail)],
+            "say which dead letters to replay", [FieldProblem(f"/{name}", detail) for name in nulls]
         )
 
 
@@ -296,6 +347,77 @@ def _update_each(
         )
 
 
+# -- Deliveries held while their partner webhook endpoint is disabled (ADR 0009 amendment) --
+
+HELD = "held"  # recorded, not attempted, not a failure: waits for its endpoint to be enabled
+
+
+def hold_pending(conn: Connection, *, destination: str) -> int:
+    """Hold a destination's deliveries waiting for an attempt (its endpoint was disabled);
+    how many. One in flight finishes its attempt; if it comes due again while the endpoint is
+    still disabled, the destination holds it then (hold_claimed)."""
+    t = store.deliveries
+    query = sa.update(t).where(t.c.destination == destination, t.c.status == "pending")
+    return int(conn.execute(query.values(status=HELD)).rowcount)
+
+
+def hold_claimed(conn: Connection, delivery_id: str) -> bool:
+    """Hold a delivery a worker has just leased, before any request was made: it goes back
+    to `held` with its lease cleared and the claim's attempt taken back. The worker's own
+    outcome then finds its lease gone and writes nothing (no attempt, no breaker signal)."""
+    t = store.deliveries
+    query = sa.update(t).where(t.c.id == delivery_id, t.c.status == "in_flight")
+    values = {"status": HELD, "lease_owner": None, "lease_until": None,
+              "attempts": sa.case((t.c.attempts > 0, t.c.attempts - 1), else_=0)}  # fmt: skip
+    return int(conn.execute(query.values(**values)).rowcount) == 1
+
+
+@dataclass(frozen=True)
+class Released:
+    """What enabling an endpoint did with its held deliveries."""
+
+    due_now: list[str]  # pending again, due now, in event order, with a fresh retry budget
+    expired: list[str]  # held longer than the retry window: dead letters, replayable
+
+
+def release_held(
+    conn: Connection, *, destination: str, now: datetime, max_age_seconds: float
+) -> Released:
+    """Make a destination's held deliveries due now (a fresh retry budget, as a replay, and a
+    `released` entry in their history); those created longer than `max_age_seconds` ago
+    become dead letters instead (`POST /v1/dead-letters/replay` still sends them)."""
+    t = store.deliveries
+    rows = conn.execute(
+        sa.select(t.c.id, t.c.created_at)
+        .where(t.c.destination == destination, t.c.status == HELD)
+        .order_by(t.c.event_seq)
+    ).all()
+    oldest = now - timedelta(seconds=max_age_seconds)
+    due = [r.id for r in rows if r.created_at >= oldest]
+    expired = [r.id for r in rows if r.created_at < oldest]
+    _update_each(conn, due, (HELD,), status="pending", next_attempt_at=now, attempts=0,
+                 replayed_at=now)  # fmt: skip
+    hours = max_age_seconds / 3600
+    reason = (f"held for longer than {hours:g} h while its webhook endpoint was disabled; "
+              "not sent (replay it to send it)")  # fmt: skip
+    _update_each(conn, expired, (HELD,), status="dead", dead_reason=reason, completed_at=now,
+                 last_error=reason)  # fmt: skip
+    for delivery_id in due:
+        store.record_attempt(conn, {
+            "delivery_id": delivery_id, "attempt": 0, "started_at": now, "finished_at": now,
+            "outcome": "released", "status_code": None, "error": None,
+            "retry_after_seconds": None})  # fmt: skip
+    return Released(due_now=due, expired=expired)
+
+
+def end_held(conn: Connection, *, destination: str, now: datetime, reason: str) -> int:
+    """End a destination's held deliveries unsent (its endpoint was deleted); how many."""
+    t = store.deliveries
+    query = sa.update(t).where(t.c.destination == destination, t.c.status == HELD)
+    values = {"status": "dead", "dead_reason": reason, "last_error": reason, "completed_at": now}
+    return int(conn.execute(query.values(**values)).rowcount)
+
+
 def breaker_policies(register: Register) -> Callable[[str], BreakerPolicy]:
     """Breaker settings by destination: its connection's, else the defaults (partner webhooks)."""
     policies = {name: c.breaker for name, c in register.connections.items()}
@@ -310,8 +432,10 @@ def destination_status(
     now: datetime,
     breaker_for: Callable[[str], BreakerPolicy],
 ) -> dict[str, dict[str, Any]]:
-    """Per destination: deliveries by status, the breaker, when the next attempt may run and
-    how old the oldest waiting delivery is (`synchub deliveries status`, GET /v1/connections)."""
+    """Per destination: deliveries by status, the breaker, when the next attempt may run,
+    how old the oldest waiting delivery is and, for a partner webhook endpoint (every one of
+    the workspace, with deliveries or not), whether it is enabled (`endpoint`, else None)
+    (`synchub deliveries status`, GET /v1/connections)."""
     stats = destination_stats(conn, workspace=workspace)
     t = store.deliveries
     pending_at = sa.case((t.c.status == "pending", t.c.next_attempt_at), else_=None)
@@ -323,8 +447,12 @@ def destination_status(
     ).all()
     rows = breaker_store.health_rows(conn, workspace=workspace)
     health = {name: h for (_, name), h in rows.items()}
-    for name in {*stats, *health}:
+    endpoints = {destination_name(e.id): e for e in webhook_store.endpoints_of(conn, [workspace])}
+    for name in {*stats, *health, *endpoints}:
         stats.setdefault(name, {"deliveries": {}, "last_success_at": None})
+    for name, entry in stats.items():
+        endpoint = endpoints.get(name)
+        entry["endpoint"] = None if endpoint is None else present_endpoint_state(endpoint)
     for name, entry in stats.items():
         policy = breaker_for(name)
         state = present_breaker(health.get(name) or breaker.Health.fresh(policy), policy, now)
@@ -337,6 +465,14 @@ def destination_status(
         entry["oldest_pending_at"] = oldest
         entry["oldest_pending_age_seconds"] = max(0.0, (now - oldest).total_seconds())
     return stats
+
+
+def present_endpoint_state(endpoint: Endpoint) -> dict[str, Any]:
+    """A partner webhook endpoint's own state beside its breaker: whether it is enabled, and
+    if not why and since when (its deliveries are then held, not attempted)."""
+    return {"id": endpoint.id, "enabled": endpoint.enabled,
+            "disabled_reason": endpoint.disabled_reason, "disabled_at": endpoint.disabled_at,
+            "failing_since": endpoint.failing_since}  # fmt: skip
 
 
 def present_breaker(health: breaker.Health, policy: BreakerPolicy, now: datetime) -> dict[str, Any]:

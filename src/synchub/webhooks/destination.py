@@ -1,6 +1,7 @@
 """Delivering canonical events to partner webhook endpoints (Standard Webhooks v1).
 
-Each attempt re-reads its endpoint (a disabled or deleted one is not called), re-checks the
+Each attempt re-reads its endpoint (a disabled or deleted one is not called: a disabled
+one's delivery goes back to `held`), re-checks the
 URL with the SSRF guard, signs the exact body bytes with every active secret, and POSTs to
 an address the guard checked: the URL's host is replaced by that address, while the Host
 header and the TLS server name (SNI and certificate check) stay the URL's host name. With an
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
@@ -47,6 +48,7 @@ from synchub.webhooks.model import (
 )
 from synchub.webhooks.service import (
     delivery_age,
+    hold_if_disabled,
     load_for_delivery,
     record_delivered,
     record_failure,
@@ -85,6 +87,22 @@ class Reply:
     summary: ResponseSummary | None = None  # redacted, for answers other than 2xx
 
 
+PRIVATE_TARGET = "private target"
+
+
+@dataclass(frozen=True)
+class WithheldSummary(ResponseSummary):
+    """An answer whose body was not read (a target that is not public): `"body": ""` (the
+    field stays a string, as the contract says) with `"body_withheld"` saying why, so it
+    never reads as an empty body the endpoint sent."""
+
+    withheld: str = PRIVATE_TARGET
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready data, the body withheld."""
+        return {**super().as_dict(), "body": "", "body_withheld": self.withheld}
+
+
 def summarize_failure(response: httpx.Response, *, keep_body: bool = True) -> ResponseSummary:
     """A redacted summary of a streamed answer, the same as a vendor's (connectors/http.py):
     status, allow-listed headers, the body's start; at most SUMMARY_READ_LIMIT bytes read.
@@ -96,7 +114,8 @@ def summarize_failure(response: httpx.Response, *, keep_body: bool = True) -> Re
     headers = {k: v for k, v in response.headers.items() if k.lower() in SAFE_HEADERS}
     if not keep_body:  # not even the body's length
         headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
-        return summarize_response(httpx.Response(response.status_code, headers=headers))
+        shown = summarize_response(httpx.Response(response.status_code, headers=headers))
+        return WithheldSummary(shown.status, shown.headers)
     body = bytearray()
     more = False
     try:
@@ -251,7 +270,7 @@ class PartnerWebhookDestination:
 
     def deliver(self, event: OutboundEvent, attempt: Attempt) -> Delivered:
         """Sign and POST the event; 2xx delivered, 410 disables, anything else is retried."""
-        endpoint, secrets = self._load()
+        endpoint, secrets = self._load(attempt)
         body = webhook_body(event.type, event.time, event.payload)
         headers = {
             "Content-Type": "application/json",
@@ -274,7 +293,7 @@ class PartnerWebhookDestination:
             raise self._failed(endpoint, attempt, exc) from exc
         return self._answered(endpoint, attempt, reply)
 
-    def _load(self) -> tuple[Endpoint, list[str]]:
+    def _load(self, attempt: Attempt) -> tuple[Endpoint, list[str]]:
         hooks = self._hooks
         with hooks.db.read() as conn:
             loaded = load_for_delivery(
@@ -288,6 +307,10 @@ class PartnerWebhookDestination:
             raise PermanentError(f"webhook endpoint {self.endpoint_id} was deleted; not sent")
         endpoint, secrets = loaded
         if not endpoint.enabled:
+            # Disabled after this delivery was claimed: hold it for when it is enabled again.
+            # The loop then finds its lease gone and records nothing (no attempt, no signal).
+            with hooks.db.write() as conn:
+                hold_if_disabled(conn, endpoint.id, attempt.delivery_id)
             raise PermanentError(
                 f"webhook endpoint {endpoint.id} is disabled ({endpoint.disabled_reason}); not sent"
             )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection
 
@@ -20,10 +21,20 @@ from synchub.auth.model import workspace_kind
 from synchub.connectors.standard_webhooks import new_secret
 from synchub.core.errors import FieldProblem, NotFoundError, ValidationError
 from synchub.core.ids import new_id
+from synchub.events import store as delivery_store
 from synchub.events.model import CATALOGUE
-from synchub.events.service import DeliveryFilter, get_delivery, list_deliveries
+from synchub.events.service import (
+    DeliveryFilter,
+    end_held,
+    get_delivery,
+    hold_claimed,
+    hold_pending,
+    list_deliveries,
+    release_held,
+)
 from synchub.webhooks import store
 from synchub.webhooks.model import (
+    RETRY_POLICY,
     SECRET_OVERLAP,
     DisabledReason,
     Endpoint,
@@ -171,8 +182,9 @@ def update_endpoint(
 ) -> dict[str, Any]:
     """Change an endpoint's url, event types, description or enabled flag.
 
-    Enabling clears why it was disabled and its run of failures; disabling by hand ends its
-    pending deliveries, unsent, as they come due.
+    Enabling clears why it was disabled and its run of failures, and makes the deliveries
+    held meanwhile due now, in event order (release_held: those held longer than the retry
+    window become dead letters instead). Disabling by hand holds its pending deliveries.
     """
     endpoint = _found(conn, workspace, endpoint_id, lock=True)
     values: dict[str, Any] = {"updated_at": now}
@@ -183,17 +195,26 @@ def update_endpoint(
     if "description" in fields.changes:
         values["description"] = fields.changes["description"] or ""
     enabled = fields.changes.get("enabled")
+    destination = destination_name(endpoint.id)
     if enabled is True and not endpoint.enabled:
         values.update(enabled=True, disabled_reason=None, disabled_at=None, failing_since=None)
+        release_held(conn, destination=destination, now=now,
+                     max_age_seconds=RETRY_POLICY.max_age_seconds)  # fmt: skip
     elif enabled is False and endpoint.enabled:
         values.update(enabled=False, disabled_reason=DisabledReason.MANUAL.value, disabled_at=now)
+        hold_pending(conn, destination=destination)
     store.update_endpoint(conn, endpoint.id, **values)
     return get_endpoint(conn, workspace=workspace, endpoint_id=endpoint.id)
 
 
-def delete_endpoint(conn: Connection, *, workspace: str, endpoint_id: str) -> dict[str, Any]:
-    """Delete an endpoint and its secrets; its pending deliveries end, unsent, when due."""
+def delete_endpoint(
+    conn: Connection, *, workspace: str, endpoint_id: str, now: datetime
+) -> dict[str, Any]:
+    """Delete an endpoint and its secrets; its held deliveries end now and its pending ones
+    when due, unsent (dead letters naming the reason)."""
     endpoint = _found(conn, workspace, endpoint_id, lock=True)
+    end_held(conn, destination=destination_name(endpoint.id), now=now,
+             reason=f"webhook endpoint {endpoint.id} was deleted; not sent")  # fmt: skip
     store.delete_endpoint(conn, endpoint.id)
     return {"id": endpoint.id, "deleted": True}
 
@@ -233,18 +254,28 @@ def endpoint_deliveries(
 
 def webhook_destinations(
     conn: Connection, events: Sequence[Mapping[str, Any]]
-) -> dict[str, list[str]]:
-    """For each outbox event (by id), the `webhook:<endpoint id>` destinations it goes to:
-    every enabled endpoint of its workspace whose filter lets its type through."""
-    endpoints = store.enabled_endpoints(conn, {str(e["workspace"]) for e in events})
+) -> dict[str, list[tuple[str, bool]]]:
+    """For each outbox event (by id), the `webhook:<endpoint id>` destinations it goes to and
+    whether its delivery is held: every endpoint of its workspace whose filter lets its type
+    through; a disabled one's delivery is recorded `held` (sent once it is enabled again)."""
+    endpoints = store.endpoints_of(conn, {str(e["workspace"]) for e in events})
     return {
         str(event["id"]): [
-            destination_name(endpoint.id)
+            (destination_name(endpoint.id), not endpoint.enabled)
             for endpoint in endpoints
             if endpoint.workspace == event["workspace"] and endpoint.subscribes_to(event["type"])
         ]
         for event in events
     }
+
+
+def hold_if_disabled(conn: Connection, endpoint_id: str, delivery_id: str) -> bool:
+    """Under the endpoint's lock: if it is (still) disabled, put a delivery a worker just
+    leased back to `held` and return True; False when the endpoint is enabled or gone."""
+    endpoint = store.find_endpoint(conn, endpoint_id, lock=True)
+    if endpoint is None or endpoint.enabled:
+        return False
+    return hold_claimed(conn, delivery_id)
 
 
 def load_for_delivery(
@@ -266,10 +297,18 @@ def load_for_delivery(
 def delivery_age(
     conn: Connection, endpoint: Endpoint, delivery_id: str, now: datetime
 ) -> timedelta:
-    """How long a delivery has been trying (its retry budget counts from its creation)."""
-    delivery = get_delivery(conn, workspace=endpoint.workspace, delivery_id=delivery_id)
-    created: datetime = delivery["created_at"]
-    return now - created
+    """How long a delivery has been trying: its retry budget counts from its creation, or
+    from its last replay or release from `held` (as the delivery loop counts it)."""
+    t = delivery_store.deliveries
+    row = conn.execute(
+        sa.select(t.c.created_at, t.c.replayed_at).where(
+            t.c.id == delivery_id, t.c.workspace == endpoint.workspace
+        )
+    ).first()
+    if row is None:
+        return timedelta(0)
+    started: datetime = row.replayed_at or row.created_at
+    return now - started
 
 
 def record_delivered(conn: Connection, endpoint: Endpoint) -> None:
@@ -315,7 +354,7 @@ def record_failure(
 
 
 def record_gone(conn: Connection, endpoint_id: str, *, now: datetime, audit_key: bytes) -> None:
-    """The endpoint answered 410 Gone: disable it (its pending deliveries then end unsent)."""
+    """The endpoint answered 410 Gone: disable it (its pending deliveries are then held)."""
     endpoint = store.find_endpoint(conn, endpoint_id, lock=True)
     if endpoint is not None and endpoint.enabled:
         disable(conn, endpoint, reason=DisabledReason.GONE, now=now, audit_key=audit_key)
@@ -324,7 +363,9 @@ def record_gone(conn: Connection, endpoint_id: str, *, now: datetime, audit_key:
 def disable(
     conn: Connection, endpoint: Endpoint, *, reason: DisabledReason, now: datetime, audit_key: bytes
 ) -> None:
-    """Stop sending to an endpoint (410 Gone, or failing too long); logged and audited."""
+    """Stop sending to an endpoint (410 Gone, or failing too long); logged and audited. Its
+    pending deliveries are held (sent once it is enabled again)."""
+    hold_pending(conn, destination=destination_name(endpoint.id))
     store.update_endpoint(
         conn,
         endpoint.id,

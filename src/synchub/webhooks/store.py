@@ -94,13 +94,9 @@ def page_endpoints(
     return [_endpoint(r) for r in rows], more
 
 
-def enabled_endpoints(conn: Connection, workspaces: Collection[str]) -> list[Endpoint]:
-    """The enabled endpoints of some workspaces, in id order."""
-    query = (
-        sa.select(webhook_endpoints)
-        .where(_E.workspace.in_(list(workspaces)), _E.enabled.is_(True))
-        .order_by(_E.id)
-    )
+def endpoints_of(conn: Connection, workspaces: Collection[str]) -> list[Endpoint]:
+    """Every endpoint of some workspaces, enabled or not, in id order."""
+    query = sa.select(webhook_endpoints).where(_E.workspace.in_(list(workspaces))).order_by(_E.id)
     return [_endpoint(r) for r in conn.execute(query).mappings()]
 
 
