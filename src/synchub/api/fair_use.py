@@ -10,7 +10,12 @@ Keyed on the authenticated client, never on an address or a header the caller ca
 unauthenticated endpoints are keyed on what is trustworthy there: the client id being
 authenticated (token endpoint) and the vendor connection of a verified webhook. Every /v1
 answer past authentication carries `RateLimit-Policy` and `RateLimit`; a refusal is 429
-problem+json with `Retry-After` in whole seconds (at least 1) and `layer` naming the limit.
+problem+json with `Retry-After` in whole seconds (at least 1) and `layer` naming the limit
+(`token` for the OAuth endpoints' per-client-id budget).
+
+`GET /v1/usage` is exempt from the monthly quota: it passes the throttle (the client's same
+GCRA state) and carries both RateLimit members, but is neither refused by the quota nor counted
+in it (nor in `calls_admitted`), so an over-quota client can still learn why and until when.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from synchub.ratelimit.model import (
     ratelimit_headers,
     retry_after_header,
 )
-from synchub.ratelimit.service import tenant_key
+from synchub.ratelimit.service import api_timestamp, limit_source, tenant_key
 from synchub.register.model import PlanTier, Rate, Register
 
 log = structlog.get_logger(__name__)
@@ -57,6 +62,11 @@ SLOT_CHECK_SECONDS = 1.0
 # A refused client may come back when the earliest lease could end, but no later than this:
 # most slots are given back long before their lease runs out.
 SLOT_RETRY_CAP_SECONDS = 5.0
+# The layer of the OAuth endpoints' budget per client id (token, revoke, introspect).
+OAUTH_LAYER = "token"
+# (method, path) of requests the monthly quota neither refuses nor counts: how a client finds
+# out why it is refused and when its quota resets.
+QUOTA_EXEMPT = frozenset({("GET", "/v1/usage")})
 
 
 class FairUseError(RateLimitedError):
@@ -78,40 +88,58 @@ def token_limit(register: Register, client_id: str) -> Limit:
     return throttle_limit("token", register.plan_for(client_id).token)
 
 
+def quota_exempt(request: Request) -> bool:
+    """Whether the monthly quota leaves this request alone (GET /v1/usage)."""
+    return (request.method, request.url.path) in QUOTA_EXEMPT
+
+
 def enforce(request: Request, principal: Principal) -> None:
     """Admit this request through the throttle and the quota, or raise FairUseError.
 
     The RateLimit fields (throttle, then monthly quota) are recorded for the answer either way.
+    A quota-exempt request (`quota_exempt`) passes the throttle only and is not counted.
     """
     hub = request.app.state.hub
     limiter: RateLimiter | None = hub.ratelimiter
     if limiter is None:
         return
-    plan = hub.register.plan_for(principal.client_id)
+    register = hub.register
+    client_id = principal.client_id
+    plan = register.plan_for(client_id)
     now = hub.clock.now()
-    month = month_window(now, hub.register.timezone)
+    month = month_window(now, register.timezone)
     quota = QuotaPeriod(month.period, plan.monthly_quota, epoch_microseconds(month.ends_at))
-    admission = limiter.admit(tenant_key(principal.workspace, principal.client_id),
-                              throttle_limit(plan.name, plan), quota)  # fmt: skip
+    key = tenant_key(principal.workspace, client_id)
+    throttle = throttle_limit(plan.name, plan)
+    if quota_exempt(request):
+        decision = limiter.check(key, throttle)
+        refused_by = None if decision.allowed else THROTTLE
+        quota_used = limiter.usage(key, month.period).quota_used
+    else:
+        admission = limiter.admit(key, throttle, quota)
+        decision, refused_by = admission.decision, admission.refused_by
+        quota_used = admission.quota_used
+        request.state.quota_period = quota
     until_reset = (month.ends_at - now).total_seconds()
-    window = QuotaWindow(f"{plan.name}.monthly", plan.monthly_quota, admission.quota_used,
+    window = QuotaWindow(f"{plan.name}.monthly", plan.monthly_quota, quota_used,
                          month.length_seconds, until_reset)  # fmt: skip
-    request.state.ratelimit_headers = ratelimit_headers(admission.decision, quota=window)
-    request.state.quota_period = quota
-    record_rate_limit(plan.name, THROTTLE, admission.refused_by != THROTTLE)
-    if admission.refused_by != THROTTLE:
-        record_rate_limit(plan.name, QUOTA, admission.admitted)
-    if admission.refused_by == THROTTLE:
+    request.state.ratelimit_headers = ratelimit_headers(decision, quota=window)
+    record_rate_limit(plan.name, THROTTLE, refused_by != THROTTLE)
+    if refused_by != THROTTLE and not quota_exempt(request):
+        record_rate_limit(plan.name, QUOTA, refused_by is None)
+    if refused_by == THROTTLE:
+        whose, note = limit_source(register, client_id, "rate", "period_seconds", "burst")
         raise FairUseError(
-            f"over the {plan.name} plan's rate of {plan.rate} requests per "
-            f"{plan.period_seconds:g} s (layer: throttle)",
+            f"over {whose} rate of {plan.rate} requests per {plan.period_seconds:g} s, "
+            f"{plan.burst} at once{note} (layer: throttle)",
             layer=THROTTLE,
-            retry_after=retry_after_header(admission.decision.retry_after_seconds),
+            retry_after=retry_after_header(decision.retry_after_seconds),
         )
-    if admission.refused_by == QUOTA:
+    if refused_by == QUOTA:
+        whose, note = limit_source(register, client_id, "monthly_quota")
         raise FairUseError(
-            f"the {plan.name} plan's monthly quota of {plan.monthly_quota} "
-            f"requests is used up until {month.ends_at.isoformat()} (layer: quota)",
+            f"{whose} monthly quota of {plan.monthly_quota} requests{note} is used up until "
+            f"{api_timestamp(month.ends_at)}; GET /v1/usage still answers (layer: quota)",
             layer=QUOTA,
             retry_after=retry_after_header(until_reset),
         )
@@ -195,9 +223,10 @@ def take_slot(request: Request, principal: Principal, *, work: str) -> Slot:
     record_rate_limit(plan.name, CONCURRENCY, grant.token is not None)
     if grant.token is None:
         wait = min(grant.retry_after_seconds, SLOT_RETRY_CAP_SECONDS)
+        whose, note = limit_source(hub.register, principal.client_id, "concurrency")
         raise FairUseError(
-            f"{grant.in_use} of the {plan.name} plan's {plan.concurrency} concurrent "
-            f"expensive operations are running; {work} must wait (layer: concurrency)",
+            f"{grant.in_use} of {whose} {plan.concurrency} concurrent expensive "
+            f"operations{note} are running; {work} must wait (layer: concurrency)",
             layer=CONCURRENCY,
             retry_after=retry_after_header(wait),
         )
@@ -247,6 +276,14 @@ def refused(request: Request, exc: Exception) -> JSONResponse:
     """The 429 problem+json for a FairUseError, with `layer` naming the limit that was hit."""
     if not isinstance(exc, FairUseError):  # registered for FairUseError only
         raise exc
+    return refusal(request, exc)
+
+
+def refusal(
+    request: Request, exc: FairUseError, *, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """429 problem+json (`layer`, `trace_id`) with Retry-After, plus any `headers`: the one
+    shape of every fair-use refusal, on /v1 and on the OAuth endpoints."""
     principal = getattr(request.state, "principal", None)
     log.info("api.rejected", path=request.url.path, method=request.method, code=exc.code,
              layer=exc.layer, request_id=getattr(request.state, "request_id", None),
@@ -256,5 +293,5 @@ def refused(request: Request, exc: Exception) -> JSONResponse:
     trace_id = getattr(request.state, "trace_id", None)
     if trace_id:
         body["trace_id"] = trace_id
-    headers = {"Retry-After": str(exc.retry_after), "Cache-Control": "no-store"}
-    return JSONResponse(body, status_code=429, media_type=MEDIA_TYPE, headers=headers)
+    extra = {**(headers or {}), "Retry-After": str(exc.retry_after), "Cache-Control": "no-store"}
+    return JSONResponse(body, status_code=429, media_type=MEDIA_TYPE, headers=extra)

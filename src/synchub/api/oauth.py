@@ -9,6 +9,8 @@ challenge tells the client which method to use instead.
 
 Token, revocation and introspection each check the client's secret, so each attempt on any of
 them spends the client id's one budget (`client_attempts_refused`) before the secret is checked.
+Over that budget the answer is the fair-use 429 of /v1 (problem+json with `"layer": "token"`,
+`trace_id`, Retry-After and the RateLimit fields), not an RFC 6749 error: it is not one.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Connection
 
-from synchub.api.fair_use import token_limit
-from synchub.api.problems import problem
+from synchub.api.fair_use import OAUTH_LAYER, FairUseError, refusal, token_limit
 from synchub.auth.model import SCOPES, RevocationOutcome, TokenGrant
 from synchub.auth.service import AuthorizationServer
 from synchub.core.errors import AuthenticationError, ValidationError
@@ -235,15 +236,13 @@ def _client_attempt(request: Request, client_id: str) -> Response | None:
     if decision.allowed:
         return None
     wait = retry_after_header(decision.retry_after_seconds)
-    return problem(
-        429,
-        "rate-limited",
-        "Too many requests",
-        code="rate_limited",
-        detail="too many client authentication attempts for this client id; "
+    error = FairUseError(
+        "too many client authentication attempts for this client id; "
         f"retry in {wait} s (layer: token)",
-        headers={"Retry-After": str(wait), **NO_STORE, **ratelimit_headers(decision)},
+        layer=OAUTH_LAYER,
+        retry_after=wait,
     )
+    return refusal(request, error, headers={**NO_STORE, **ratelimit_headers(decision)})
 
 
 async def client_attempts_refused(request: Request, client_id: str) -> Response | None:

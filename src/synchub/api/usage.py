@@ -2,6 +2,8 @@
 
 A client with `read:usage` sees its own usage; one that also holds `admin:audit` (the
 workspace's oversight scope) sees every client of its workspace, never another workspace's.
+The call is exempt from the monthly quota (`fair_use.QUOTA_EXEMPT`): a client whose quota is
+used up can still read why and when it resets.
 """
 
 from __future__ import annotations
@@ -60,7 +62,15 @@ class ClientUsage(BaseModel):
     client_id: str
     name: str | None = None
     plan: str
-    calls_admitted: int = Field(description="Requests admitted this month.")
+    overrides: list[str] = Field(
+        description="The limits the register's client_overrides set for this client "
+        "(`rate`, `period_seconds`, `burst`, `monthly_quota`, `concurrency`), e.g. "
+        '["monthly_quota"]; every other limit shown is its plan\'s.'
+    )
+    calls_admitted: int = Field(
+        description="Requests admitted this month (GET /v1/usage, exempt from the quota, is "
+        "not counted)."
+    )
     rejections: UsageRejections
     quota: UsageQuota
     throttle: UsageThrottle
@@ -114,6 +124,10 @@ async def get_usage(
 ) -> dict[str, Any]:
     """This month's counters (in the register's time zone) for the calling client; with
     `admin:audit` as well, for every client of the caller's workspace.
+
+    Exempt from the monthly quota: it is never refused for it and does not count towards it,
+    so a client over its quota can still see why and when it resets. It does pass the
+    throttle and carries the RateLimit fields like every /v1 answer.
 
     Counters are shared by every API process when the hub runs with Redis, and per process
     with the in-memory default.

@@ -12,8 +12,6 @@ import sys
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from synchub.bootstrap import build_authorization_server, build_ratelimiter, load_checked_register
 from synchub.config import Settings
@@ -70,23 +68,31 @@ def show_usage(
     if as_json:
         sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
         return
-    _print_table(body)
+    _print_report(body)
 
 
-def _print_table(body: dict[str, Any]) -> None:
-    table = Table("client_id", "name", "plan", "admitted", "throttled", "over quota",
-                  "no slot", "quota used", "remaining", "slots in use")  # fmt: skip
-    for row in body["clients"]:
-        rejected, quota, slots = row["rejections"], row["quota"], row["concurrency"]
-        table.add_row(
-            row["client_id"], row["name"] or "-", row["plan"], str(row["calls_admitted"]),
-            str(rejected["throttle"]), str(rejected["quota"]), str(rejected["concurrency"]),
-            f"{quota['used']} / {quota['limit']}", str(quota["remaining"]),
-            f"{slots['in_use']} / {slots['limit']}",
-        )  # fmt: skip
-    Console().print(table)
-    Console(stderr=True).print(
+def _print_report(body: dict[str, Any]) -> None:
+    """One block per client, a value per line, so nothing is cut at any width: ids are
+    printed whole (they are what you paste into client_overrides or `--client`)."""
+    lines = [
         f"{body['workspace']}, {body['period']} ({body['timezone']}); quotas reset at "
-        f"{body['resets_at']}",
-        highlight=False,
-    )
+        f"{body['resets_at']}"
+    ]
+    for row in body["clients"]:
+        rejected, quota, throttle = row["rejections"], row["quota"], row["throttle"]
+        slots = row["concurrency"]
+        overrides = row["overrides"]
+        plan = row["plan"] + (f" (client_overrides: {', '.join(overrides)})" if overrides else "")
+        lines += [
+            "",
+            row["client_id"] + (f"  {row['name']}" if row["name"] else ""),
+            f"  plan          {plan}",
+            f"  admitted      {row['calls_admitted']}",
+            f"  refused       throttle {rejected['throttle']}, quota {rejected['quota']}, "
+            f"concurrency {rejected['concurrency']}",
+            f"  quota         {quota['used']} of {quota['limit']} used, {quota['remaining']} left",
+            f"  throttle      {throttle['rate']} per {throttle['period_seconds']} s, "
+            f"burst {throttle['burst']}",
+            f"  slots         {slots['in_use']} of {slots['limit']} in use",
+        ]
+    sys.stdout.write("\n".join(lines) + "\n")
