@@ -34,6 +34,8 @@ from synchub.events.outbox import EventContext, emit_event, to_json_safe
 from synchub.mapping.model import Observation
 from synchub.mdm import store
 from synchub.mdm.reconcile import (
+    NOT_DRIFT,
+    ORPHANED_HINT,
     WHOLE_RECORD,
     Action,
     Comparison,
@@ -66,22 +68,35 @@ class Report:
 
     @property
     def drift(self) -> list[Drift]:
-        """Drift a repair can or a person must deal with (held records are listed apart)."""
-        return [d for d in self.comparison.drift if d.action is not Action.HELD]
+        """Drift a repair can or a person must deal with (held and orphaned records are
+        listed apart and counted apart)."""
+        return [d for d in self.comparison.drift if d.action not in NOT_DRIFT]
+
+    def _count(self, action: Action, customer_id: str | None = None) -> int:
+        return sum(1 for d in self.comparison.drift if d.action is action
+                   and (customer_id is None or d.customer_id == customer_id))  # fmt: skip
 
     def for_customer(self, customer_id: str) -> dict[str, Any]:
-        """One customer's drift, per system (the JSON and API shape)."""
+        """One customer's drift, per system (the JSON and API shape): `drift` counts what
+        `systems` lists except held records (`held`); orphaned records (a source holds
+        nothing, no flow reaches it: not drift) are listed apart under `orphaned`."""
         systems: dict[str, list[dict[str, Any]]] = {}
+        orphaned: list[dict[str, Any]] = []
         for item in self.comparison.drift:
             if item.customer_id == customer_id:
                 entry = {k: v for k, v in item.as_dict().items() if k not in ("customer_id",)}
-                systems.setdefault(item.system, []).append(to_json_safe(entry))
+                if item.action is Action.ORPHANED:
+                    orphaned.append(to_json_safe(entry))
+                else:
+                    systems.setdefault(item.system, []).append(to_json_safe(entry))
         return {
             "canonical_id": customer_id,
             "name": self.names.get(customer_id),
             "in_words": self.words.get(customer_id, ""),
-            "drift": sum(len(v) for v in systems.values()),
+            "drift": sum(1 for d in self.drift if d.customer_id == customer_id),
+            "held": self._count(Action.HELD, customer_id),
             "systems": systems,
+            "orphaned": orphaned,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,7 +111,9 @@ class Report:
                 "fields": self.comparison.fields,
             },
             "drift": len(self.drift),
-            "held": len(self.comparison.drift) - len(self.drift),
+            "held": self._count(Action.HELD),
+            "orphaned": self._count(Action.ORPHANED),
+            "orphaned_hint": ORPHANED_HINT if self._count(Action.ORPHANED) else None,
             "by_action": dict(
                 sorted(Counter(str(d.action) for d in self.comparison.drift).items())
             ),
@@ -199,6 +216,19 @@ def _owner_of(hub: Hub) -> Any:
     return lambda entity, name: owners.get((entity, name))
 
 
+def _linked_owner_of(owner_of: Any, linked: dict[str, str]) -> Any:
+    """The register's owner of a field, when that system holds a record linked to this golden
+    record; else none: an owner that holds nothing cannot speak for the record, so the
+    fallback (the system the golden value came from) decides, as in survivorship and as the
+    API's refusal of owned fields does."""
+
+    def owner(entity: str, name: str) -> str | None:
+        found = owner_of(entity, name)
+        return found if found in linked else None
+
+    return owner
+
+
 def reconcile(
     hub: Hub,
     *,
@@ -223,9 +253,10 @@ def reconcile(
     views: dict[str, list[View]] = {}
     for entity in ENTITIES_CHECKED:
         for record in state.golden[entity].values():
+            owner = _linked_owner_of(owner_of, state.links.get(record["id"], {}))
             for view in _views(hub, systems, state, entity, record, report, now):
                 prov = state.provenance.get((entity, record["id"]), {})
-                report.comparison.extend(compare(record, view, owner_of=owner_of, provenance=prov))
+                report.comparison.extend(compare(record, view, owner_of=owner, provenance=prov))
                 cid = record["id"] if entity == "customer" else record.get("customer_id")
                 views.setdefault(str(cid), []).append(view)
     for cid, customer in state.golden["customer"].items():
@@ -339,8 +370,9 @@ def _product_repair(state: _State, customer: dict[str, Any]) -> tuple[str | None
 
 
 def _in_words(customer: dict[str, Any], views: list[View], state: _State) -> str:
-    """ "active in stripe, canceled in hubspot, locked in product" for one customer."""
-    words = [f"{customer.get('billing_status') or 'none'} in synchub"]
+    """ "billing status active in synchub, canceled in hubspot, locked in product" for one
+    customer (its billing status in each system: "none" is a status, not a missing record)."""
+    words = [f"billing status {customer.get('billing_status') or 'none'} in synchub"]
     subs = {s["id"] for s in state.golden["subscription"].values()
             if s["customer_id"] == customer["id"]}  # fmt: skip
     for view in views:
@@ -416,7 +448,7 @@ def repair(hub: Hub, report: Report, *, actor: str) -> dict[str, Any]:
     for d in report.drift:
         if d.action is Action.PUSH:
             push.setdefault((d.entity, d.record_id), set()).add(d.system)
-    observed, events = 0, Counter[str]()
+    observed, events, by_step = 0, Counter[str](), {"observed": 0, "pushed": 0}
     with hub.db.write() as conn:
         for system, entity, external_id in observe:
             ctx = _context(hub, ws, system, traceparent, now)
@@ -426,14 +458,19 @@ def repair(hub: Hub, report: Report, *, actor: str) -> dict[str, Any]:
                                             authoritative=True, thresholds=thresholds)  # fmt: skip
                 observed += 1
                 events.update(outcome.events)
+                by_step["observed"] += len(outcome.events)
         ctx = _context(hub, ws, "reconcile", traceparent, now)
         for (entity, record_id), targets in sorted(push.items()):
-            events.update(_push(conn, ctx, entity, record_id, targets, report))
+            pushed = _push(conn, ctx, entity, record_id, targets, report)
+            events.update(pushed)
+            by_step["pushed"] += len(pushed)
         record_audit(conn, key=hub.audit_key, at=now, actor=actor, action="reconcile.repair",
                      workspace=ws, target=f"{len(observe)} observed, {len(push)} pushed",
                      head=hub.audit_head)  # fmt: skip
+    # `events` by type; `events_from` says which step queued them: applying the owners' views
+    # (`observed`: the golden record changed, so its own events go out) or pushing records.
     result = {"observed": observed, "pushed": len(push), "events": dict(sorted(events.items())),
-              "traceparent": traceparent}  # fmt: skip
+              "events_from": by_step, "traceparent": traceparent}  # fmt: skip
     report.repair = result
     return result
 

@@ -107,7 +107,8 @@ def test_bad_merges_are_problems(harness: Harness, auth: dict[str, str]) -> None
     assert missing.status_code == 422
     assert missing.json()["errors"][0]["pointer"] == "/merged_id"
     itself = harness.http.post(url, json={"merged_id": one}, headers=auth)
-    assert (itself.status_code, itself.json()["code"]) == (409, "conflict")
+    assert (itself.status_code, itself.json()["code"]) == (422, "validation_failed")
+    assert itself.json()["errors"][0]["pointer"] == "/merged_id"
     same_system = harness.http.post(url, json={"merged_id": two}, headers=auth)
     assert same_system.status_code == 409  # two product customers stay two
     assert "product" in same_system.json()["detail"]

@@ -48,6 +48,13 @@ def _create(h: Harness, auth: dict[str, str], key: str | None = None, **body: An
     return h.http.post("/v1/customers", json=payload, headers=headers)
 
 
+def _stripe_holds_it(h: Harness) -> None:
+    """Stripe, the owner of customer emails, gets a record linked to the product's customer
+    (by its email): from then on only Stripe changes the email."""
+    h.boxes.stripe.create_customer(email="aroha@kowhai.nz", name="Aroha Ngāta", currency="nzd")
+    h.deliver_stripe()
+
+
 def test_a_partner_creates_and_reads_a_customer(harness: Harness, auth: dict[str, str]) -> None:
     created = _create(harness, auth, key="k1")
     assert created.status_code == 201, created.text
@@ -115,6 +122,7 @@ def test_a_failed_write_keeps_no_key_so_the_client_can_retry(
     harness: Harness, auth: dict[str, str]
 ) -> None:
     customer = _create(harness, auth).json()
+    _stripe_holds_it(harness)
     refused = harness.http.patch(
         f"/v1/customers/{customer['id']}",
         json={"email": "n@x.nz"},
@@ -296,6 +304,7 @@ def test_an_upsert_may_not_change_a_field_another_system_owns(
     harness: Harness, auth: dict[str, str]
 ) -> None:
     assert _create(harness, auth).status_code == 201
+    _stripe_holds_it(harness)
     again = _create(harness, auth, email="changed@kowhai.nz")  # same product id: an update
     assert again.status_code == 422
     assert again.json()["code"] == "field_owned_elsewhere"

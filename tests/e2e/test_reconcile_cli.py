@@ -31,10 +31,11 @@ def test_reconcile_reports_drift_and_repair_queues_events(
     report = json.loads(found.stdout.strip().splitlines()[-1])
     assert report["drift"] >= 2
     items = [d for c in report["customers"] for ds in c["systems"].values() for d in ds]
+    items += [d for c in report["customers"] for d in c["orphaned"]]
     missing = {(d["system"], d["action"]) for d in items if d["field"] == "*"}
     assert {("xero", "push"), ("product", "push")} <= missing  # the vendors forgot it
     assert ("hubspot", "held") in missing  # no email: its HubSpot delivery is a dead letter
-    assert ("stripe", "report") in missing  # Stripe is no destination: nothing to push
+    assert ("stripe", "orphaned") in missing  # Stripe is no destination: nothing to push
     assert "missing in hubspot" in report["customers"][0]["in_words"]
 
     repaired = runner.invoke(app, ["reconcile", "--repair", "--json"])

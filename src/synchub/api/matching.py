@@ -23,7 +23,7 @@ from synchub.mdm import candidates
 router = APIRouter(prefix="/v1/match-candidates", tags=["match-candidates"])
 
 Status = Annotated[
-    Literal["open", "confirmed", "rejected", "superseded"] | None,
+    Literal["open", "confirmed", "rejected", "superseded", "unmerged"] | None,
     Query(description="Only candidates in this state."),
 ]
 
@@ -33,7 +33,10 @@ class MatchCandidate(BaseModel):
 
     id: str
     entity: str = Field(description="The kind of golden record, e.g. customer.")
-    status: str = Field(description="open, confirmed, rejected or superseded.")
+    status: str = Field(
+        description="open, confirmed, rejected, superseded, or unmerged (confirmed, and the "
+        "merge it made was undone since; merge_id still names that merge)."
+    )
     system: str = Field(description="The connection whose record was matched.")
     external_id: str = Field(description="That record's id in its system.")
     record_id: str = Field(
@@ -52,7 +55,9 @@ class MatchCandidate(BaseModel):
     created_at: datetime
     decided_at: datetime | None = None
     decided_by: str | None = Field(default=None, description="The client that decided.")
-    merge_id: str | None = Field(default=None, description="The merge a confirmation made.")
+    merge_id: str | None = Field(
+        default=None, description="The merge a confirmation made (kept after an unmerge)."
+    )
     request_id: str | None = None
 
 

@@ -187,8 +187,12 @@ def _merge(
         **WRITE_RESPONSES,
         404: {"description": "No such customer (either id)"},
         409: {
-            "description": "A record is deleted or merged already, the two are one, or both "
-            "hold an id from one system (a source's own records stay distinct)"
+            "description": "A record is deleted or merged already, or both hold an id from "
+            "one system (a source's own records stay distinct)"
+        },
+        422: {
+            "description": "Invalid fields, a reused key, or `merged_id` is the customer "
+            "in the path itself (the problem names /merged_id)"
         },
     },
     operation_id="merge_customer",

@@ -48,12 +48,18 @@ def _refuse_owned_changes(
     request: Request, entity: str, fields: dict[str, Any], current: dict[str, Any], source: str
 ) -> None:
     """The product may set any field when it creates a record, but afterwards it may not
-    change a field the register gives to another system (sending the same value is fine)."""
+    change a field the register gives to another system (sending the same value is fine).
+
+    An owner that holds no record linked to this golden record cannot speak for it, so the
+    fallback rule applies there (most recent by the source's own time, DESIGN §4), as it does
+    in survivorship: a product-only customer's email is the product's to change."""
     register = request.app.state.hub.register
+    linked = current.get("external_ids") or {}
     problems = [
         FieldProblem(f"/{name}", f"{entity}.{name} is owned by {owner}; change it there")
         for name, value in fields.items()
         if (owner := register.owner_of(entity, name)) not in (None, source)
+        and owner in linked
         and value != current.get(name)
     ]
     if problems:
@@ -92,6 +98,8 @@ async def _write(
             owner_of=_owner_of(request), canonical_id=canonical_id,
             thresholds=request.app.state.hub.register.match_thresholds(entity),
         )  # fmt: skip
+        if entity == "customer":  # rendered exactly as GET /v1/customers/{id} renders it
+            record = schemas.Customer.model_validate(record).model_dump(mode="json")
         return (201 if created else 200), record
 
     action = f"{entity}.{'create' if canonical_id is None else 'update'}"

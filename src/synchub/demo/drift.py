@@ -51,6 +51,8 @@ def reconcile_and_repair(hub: Hub, settle: Callable[[], bool]) -> dict[str, Any]
     after = reconcile(hub, record_conflicts=True, actor="demo").as_dict()
     return {
         "drift_found": found["drift"],
+        "held_found": found["held"],
+        "orphaned_found": found["orphaned"],
         "drift_after_repair": after["drift"],
         "held": after["held"],
         "repair": repaired,

@@ -36,9 +36,19 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(table)
 
     golden = Table(title="Golden records", show_header=False)
+    conflicts = {k: v for k, v in summary["golden"].items() if k.startswith("conflicts")}
     for key, value in summary["golden"].items():
-        golden.add_row(key, str(value))
+        if key not in conflicts:
+            golden.add_row(key, str(value))
     console.print(golden)
+    if conflicts:
+        still = conflicts.get("conflicts_open")
+        recorded = conflicts.get("conflicts", 0)
+        console.print(
+            f"Conflicts (a non-owner disagreeing with a field's owner): {recorded} recorded"
+            + ("" if still is None else f", {still} still open"),
+            highlight=False,
+        )
 
     deliveries = Table(title="Deliveries per destination")
     for column in ("destination", "succeeded", "dead", "attempts", "retried"):
@@ -62,28 +72,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
 
     rec = summary.get("reconciliation")
     if rec:
-        console.print(
-            f"\n[bold]Reconciliation[/bold] (the next morning): {rec['drift_found']} drifted "
-            f"field(s) found, {rec['conflicts_recorded']} conflict(s) recorded"
-        )
-        for customer in rec["found"]:
-            console.print(f"  {customer['name']}: {customer['in_words']}", highlight=False)
-            for line in customer["drift"]:
-                console.print(f"    ↺ {line}", highlight=False)
-        if rec["repair"]:
-            r = rec["repair"]
-            events = ", ".join(f"{n} {t}" for t, n in r["events"].items()) or "none"
-            console.print(
-                f"  repaired: {r['observed']} owner view(s) applied, {r['pushed']} record(s) "
-                f"pushed through the outbox ({events})",
-                highlight=False,
-            )
-        held = f", {rec['held']} held in the dead-letter queue" if rec["held"] else ""
-        console.print(
-            f"  after the repair: {rec['drift_after_repair']} drifted field(s){held}; "
-            f"{rec['conflicts_resolved']} conflict(s) resolved",
-            highlight=False,
-        )
+        _print_reconciliation(rec, console)
 
     verdict = summary["consistency"]
     ok = summary["consistent"]
@@ -100,3 +89,35 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     for line in verdict["disagreements"] + verdict["duplicates"]:
         console.print(f"  ✗ {line}", highlight=False)
     console.print(f"\nfinished in {summary['duration_seconds']} s; store: {summary['database']}")
+
+
+def _held(n: int) -> str:
+    return f", {n} record(s) held in the dead-letter queue (not drift)" if n else ""
+
+
+def _print_reconciliation(rec: dict[str, Any], console: Console) -> None:
+    """Drift found, repaired and left: fields and held records counted apart."""
+    console.print(
+        f"\n[bold]Reconciliation[/bold] (the next morning): {rec['drift_found']} drifted "
+        f"field(s) found{_held(rec.get('held_found', 0))}; "
+        f"{rec['conflicts_recorded']} conflict(s) recorded"
+    )
+    for customer in rec["found"]:
+        console.print(f"  {customer['name']}: {customer['in_words']}", highlight=False)
+        for line in customer["drift"]:
+            console.print(f"    ↺ {line}", highlight=False)
+    if rec["repair"]:
+        r = rec["repair"]
+        kinds = ", ".join(f"{n} {t}" for t, n in r["events"].items()) or "none"
+        steps = r.get("events_from") or {}
+        console.print(
+            f"  repaired: {r['observed']} owner view(s) applied ({steps.get('observed', 0)} "
+            f"event(s)) and {r['pushed']} record(s) pushed ({steps.get('pushed', 0)} event(s)): "
+            f"{sum(r['events'].values())} event(s) through the outbox ({kinds})",
+            highlight=False,
+        )
+    console.print(
+        f"  after the repair: {rec['drift_after_repair']} drifted field(s)"
+        f"{_held(rec['held'])}; {rec['conflicts_resolved']} conflict(s) resolved",
+        highlight=False,
+    )

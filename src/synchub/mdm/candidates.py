@@ -18,7 +18,7 @@ from synchub.mdm.records import Page
 
 log = structlog.get_logger(__name__)
 
-STATUSES = ("open", "confirmed", "rejected", "superseded")
+STATUSES = ("open", "confirmed", "rejected", "superseded", "unmerged")
 SUMMARY_FIELDS = ("name", "email", "company_name", "phone", "country", "domain", "deleted")
 
 

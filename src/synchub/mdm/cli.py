@@ -32,7 +32,14 @@ def reconcile_command(
     Drift is reported per customer and system. With --repair, a golden record behind its
     owner takes the owner's view (as an observation) and systems behind the golden record get
     a canonical event through the outbox, which the workers (`synchub serve`/`worker`)
-    deliver with retries. Exits 1 while drift remains (0 after --repair once it is queued).
+    deliver with retries; run `synchub reconcile` again once they have.
+
+    Not drift, listed apart: `held` (the record's delivery is a dead letter: replay it) and
+    `orphaned` (a source such as Stripe no longer or never held the record and no flow
+    reaches it, e.g. after a hand-sent test webhook: nothing to repair).
+
+    Exit codes: 0 no drift (held and orphaned records do not count), or --repair queued its
+    fixes; 1 drift remains (without --repair); 2 the register, store or a system failed.
     """
     from synchub.bootstrap import build_hub, sandbox_state_dir
     from synchub.migrations.runner import upgrade
@@ -90,20 +97,40 @@ def print_report(data: dict[str, Any], console: Console) -> None:
                       f"{customer['in_words']}", highlight=False)  # fmt: skip
         for system, items in customer["systems"].items():
             for d in items:
-                what = "record" if d["field"] == "*" else d["field"]
-                console.print(f"  {system} {d['entity']} {what}: golden {d['golden']!r}, "
-                              f"{system} {d['value']!r}; owner {d['owner'] or '-'} → "
-                              f"{d['action']} ({d['reason']})", highlight=False)  # fmt: skip
+                console.print(f"  {_line(system, d)}", highlight=False)
+        for d in customer.get("orphaned", []):
+            console.print(f"  {_line(d['system'], d)}", highlight=False)
     conflicts = data["conflicts"]
     console.print(
         f"\ndrift: {data['drift']} field(s)"
-        + (f", {data['held']} held in the dead-letter queue" if data["held"] else "")
+        + (f"; held in the dead-letter queue: {data['held']} record(s)" if data["held"] else "")
+        + (f"; orphaned: {data['orphaned']} record(s)" if data.get("orphaned") else "")
         + f"; conflicts recorded {conflicts['recorded']}, resolved {conflicts['resolved']}",
         highlight=False,
     )
+    if data.get("orphaned_hint"):
+        console.print(f"orphaned: {data['orphaned_hint']}", highlight=False)
     if data["repair"]:
-        r = data["repair"]
-        events = ", ".join(f"{n} {t}" for t, n in r["events"].items()) or "none"
-        console.print(f"repair: {r['observed']} owner view(s) applied, {r['pushed']} record(s) "
-                      f"pushed; events queued: {events}; the workers deliver them — run "
-                      "`synchub reconcile` again to confirm", highlight=False)  # fmt: skip
+        console.print(repair_words(data["repair"]), highlight=False)
+
+
+def _line(system: str, d: dict[str, Any]) -> str:
+    what = "record" if d["field"] == "*" else d["field"]
+    return (f"{system} {d['entity']} {what}: golden {d['golden']!r}, {system} {d['value']!r}; "
+            f"owner {d['owner'] or '-'} → {d['action']} ({d['reason']})")  # fmt: skip
+
+
+def repair_words(r: dict[str, Any]) -> str:
+    """What a repair did and queued, and how to see it delivered."""
+    events = sum(r["events"].values())
+    kinds = ", ".join(f"{n} {t}" for t, n in r["events"].items()) or "none"
+    steps = r.get("events_from") or {}
+    text = (f"repair: {r['observed']} owner view(s) applied ({steps.get('observed', 0)} "
+            f"event(s)), {r['pushed']} record(s) pushed ({steps.get('pushed', 0)} event(s)); "
+            f"{events} event(s) queued in the outbox: {kinds}.")  # fmt: skip
+    if events:
+        text += (" Nothing is delivered yet (nor counted by `synchub deliveries status` until a "
+                 "worker fans the events out): run `synchub worker` (or keep `synchub serve` "
+                 "running), then re-run `synchub reconcile` — drift 0 once they are "
+                 "delivered.")  # fmt: skip
+    return text

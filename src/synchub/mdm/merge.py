@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from synchub.core.clock import to_utc
 from synchub.core.entities import ENTITIES, Kind, derive_billing_status, field_names
-from synchub.core.errors import ConflictError, NotFoundError
+from synchub.core.errors import ConflictError, FieldProblem, NotFoundError, ValidationError
 from synchub.core.ids import new_id
 from synchub.events.model import CATALOGUE
 from synchub.events.outbox import EventContext, emit_event, to_json_safe
@@ -70,7 +70,10 @@ def merge_into(
     hold an id from one system: a source's own distinct records stay distinct, unless that
     system merged them itself: `vendor_ids` = (system, the ids its merge involved))."""
     if survivor_id == merged_id:
-        raise ConflictError(f"{entity} {merged_id} cannot be merged into itself")
+        raise SelfMergeError(
+            f"{entity} {merged_id} cannot be merged into itself",
+            [FieldProblem("/merged_id", f"is {survivor_id} itself; name another {entity}")],
+        )
     sources = _lock_sources(conn, ctx.workspace, survivor_id, merged_id)
     survivor = _live(conn, entity, ctx.workspace, survivor_id)
     merged = _live(conn, entity, ctx.workspace, merged_id)
@@ -293,6 +296,14 @@ def _tombstone(
 # -- unmerge ---------------------------------------------------------------------------------
 
 
+# The status of a confirmed match candidate whose merge was undone.
+UNMERGED = "unmerged"
+
+
+class SelfMergeError(ValidationError):
+    """A record merged into itself (422 naming `merged_id`)."""
+
+
 class AlreadyUnmergedError(ConflictError):
     """The merge was undone before; an unmerge happens once."""
 
@@ -347,6 +358,9 @@ def unmerge(conn: Connection, ctx: EventContext, *, merge_id: str, actor: str) -
         "events": events,
     }
     merge_store.mark_unmerged(conn, merge_id, at=ctx.now, undo={**undo, "unmerged": result})
+    if row["candidate_id"] is not None:
+        # The confirmation it came from no longer stands: say so, keeping merge_id (history).
+        match_store.update_candidate(conn, row["candidate_id"], {"status": UNMERGED})
     log.info("mdm.unmerged", merge_id=merge_id, survivor_id=survivor_id, restored_id=merged_id,
              moved_back=len(moved_back), kept=len(fields.kept), left=len(left))  # fmt: skip
     return get_merge(conn, workspace=ctx.workspace, merge_id=merge_id)

@@ -16,6 +16,9 @@ UTC). A difference is drift, and who is right decides what repairs it:
   destination's `paid` against a golden `open`, is `report`ed for a person, never repaired.
 A record missing at a system is drift of the whole record (field `*`): `push` creates it,
 unless its delivery is a dead letter (`held`, with the reason: a person must act first).
+A record a *source* no longer (or never) holds, with no flow to put it there, is not drift
+at all: nothing can repair it (`orphaned`, e.g. from a hand-sent test webhook, or deleted
+at the source without an event saying so); it is listed apart and fails nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +50,16 @@ class Action(StrEnum):
     OBSERVE = "observe"  # the golden record is behind its owner: apply the owner's view
     REPORT = "report"  # cannot be repaired automatically: a person must look
     HELD = "held"  # missing at the system while its delivery is a dead letter
+    ORPHANED = "orphaned"  # missing at a source that no flow reaches: not repairable drift
+
+
+# Actions that are not drift: listed apart, never counted as drift nor failing a run.
+NOT_DRIFT = frozenset({Action.HELD, Action.ORPHANED})
+ORPHANED_HINT = (
+    "not drift: no flow can put these records back at their source, so there is nothing to "
+    "repair and they do not fail the run. Usually a hand-sent or test webhook for a record the "
+    "source never had, or a record deleted at the source without a webhook saying so."
+)
 
 
 REPAIRABLE = frozenset({Action.PUSH, Action.OBSERVE})
@@ -200,6 +213,9 @@ def compare(
             action, reason = Action.HELD, f"its delivery is a dead letter: {view.dead_letter}"
         elif view.can_push:
             action, reason = Action.PUSH, f"{view.system} holds no such record"
+        elif view.can_observe:
+            reason = f"{view.system}, a source, holds no such record; no flow carries it there"
+            action = Action.ORPHANED
         else:
             action, reason = Action.REPORT, f"{view.system} holds no such record; no flow to it"
         result.drift.append(drift(WHOLE_RECORD, golden["id"], None, None, action, reason))
