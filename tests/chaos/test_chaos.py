@@ -12,9 +12,9 @@ import pytest
 
 from tests.chaos.run import ChaosResult, RunPlan, run_chaos
 
-# Sizes fit the CI budget (both runs in about five minutes on a 2-core machine): about 1,700
+# Sizes fit the CI budget (both runs in about five minutes on a 2-core machine): about 1,000
 # Stripe events and as many canonical events on PostgreSQL. Raise them for a longer soak.
-POSTGRES_CUSTOMERS = int(os.environ.get("SYNCHUB_CHAOS_CUSTOMERS", "200"))
+POSTGRES_CUSTOMERS = int(os.environ.get("SYNCHUB_CHAOS_CUSTOMERS", "120"))
 SQLITE_CUSTOMERS = int(os.environ.get("SYNCHUB_CHAOS_SQLITE_CUSTOMERS", "30"))
 
 

@@ -121,7 +121,10 @@ class RequestIdMiddleware:
                             if k == b"traceparent"), None)  # fmt: skip
         state = scope.setdefault("state", {})
         state["request_id"] = rid
-        state["trace_id"] = trace_id_of(continue_or_start(traceparent))
+        # One traceparent per request: the trace id in problems and logs is the one the
+        # request's events carry (api/writes.py request_traceparent).
+        state["traceparent"] = continue_or_start(traceparent)
+        state["trace_id"] = trace_id_of(state["traceparent"])
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

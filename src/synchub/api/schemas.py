@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+)
+
+from synchub.core.clock import isoformat_z
 
 T = TypeVar("T")
 
@@ -31,9 +41,20 @@ class Account(Resource):
     product_account_id: str | None = None
 
 
+# RFC 3339 in UTC with "Z" and milliseconds: how every /v1 write, event and webhook endpoint
+# renders time, so a customer reads the same from a GET, a list, a create and its replay.
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(isoformat_z, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
 class Customer(Resource):
     """A person or organisation that pays you."""
 
+    created_at: Timestamp
+    updated_at: Timestamp
     account_id: str | None = None
     email: str | None = None
     name: str | None = None
@@ -43,7 +64,10 @@ class Customer(Resource):
     currency: str | None = Field(default=None, description="ISO 4217 code.")
     product_account_id: str | None = None
     billing_status: str | None = None
-    source_created_at: datetime | None = None
+    tax_id: str | None = Field(
+        default=None, description="NZBN, ABN, GST number...: `scheme:number` or bare."
+    )
+    source_created_at: Timestamp | None = None
     address_line1: str | None = None
     address_line2: str | None = None
     address_city: str | None = None
@@ -191,8 +215,18 @@ class VendorResponse(BaseModel):
 
     status: int
     headers: dict[str, str] = Field(description="A few safe headers (Retry-After, rate limits).")
-    body: str = Field(description="The body, redacted and cut to about 2 KB.")
+    body: str = Field(
+        description="The body, redacted and cut to about 2 KB. Empty either because the "
+        "destination sent no body or because it was withheld: body_withheld tells them apart."
+    )
     truncated: bool = False
+    body_withheld: str | None = Field(
+        default=None,
+        description="Set when the body was not read (body is then empty, whatever was sent): "
+        "`private target` for a webhook target that is not a public address (e.g. a "
+        "sandbox's loopback receiver), whose answers are never read back. Null when the "
+        "body shown is what was sent.",
+    )
 
 
 class Attempt(BaseModel):
@@ -216,8 +250,25 @@ class Delivery(BaseModel):
     event_type: str
     destination: str
     subject: str | None = Field(default=None, description="The entity deliveries are ordered by.")
-    status: str = Field(description="pending, in_flight, succeeded or dead.")
-    attempts: int
+    status: str = Field(
+        description="pending, in_flight, succeeded, dead, or held (a partner webhook "
+        "endpoint's delivery recorded while the endpoint is disabled: not attempted, not a "
+        "failure, sent once the endpoint is enabled again)."
+    )
+    attempts: int = Field(
+        description="Attempts since the delivery was created or last replayed (or released "
+        "from held): what the retry limit counts. Every attempt ever made is attempts_total; "
+        "attempt_history lists them all."
+    )
+    attempts_total: int = Field(
+        description="Every attempt ever made, across replays: attempts plus those before the "
+        "last replay or release. attempt_history's entries with outcome replayed or released "
+        "(numbered 0) are markers, not attempts.",
+    )
+    replayed_at: datetime | None = Field(
+        default=None,
+        description="The last replay or release from held: the retry budget counts from here.",
+    )
     next_attempt_at: datetime
     last_error: str | None = None
     last_status_code: int | None = None

@@ -28,6 +28,13 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
+def request_traceparent(request: Request) -> str:
+    """This request's traceparent: the caller's, continued, or the one started for it (the
+    middleware makes it once, so problems, logs and events share one trace id)."""
+    made = getattr(request.state, "traceparent", None)
+    return str(made) if made else continue_or_start(request.headers.get("traceparent"))
+
+
 def list_body(request: Request, items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     """A page of a /v1 list, with the cursor for the next page and the request id."""
     return {"object": "list", "data": items, "has_more": has_more,
@@ -54,7 +61,7 @@ def run_write(
     ctx = EventContext(
         workspace=principal.workspace,
         source=f"/synchub/{principal.workspace}/api",
-        traceparent=continue_or_start(request.headers.get("traceparent")),
+        traceparent=request_traceparent(request),
         mapping_version=API_MAPPING_VERSION,
         app_version=hub.version,
         now=now,
