@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from synchub.core.clock import FixedClock
 from synchub.core.errors import ConfigError
 from synchub.db import Database
-from synchub.events.dispatch import dispatch_outbox
 from synchub.events.outbox import EventContext, emit_event
 from synchub.events.retry import full_jitter_delay
 from synchub.register.model import Register
@@ -37,6 +36,7 @@ from synchub.webhooks.service import (
     update_endpoint,
 )
 from synchub.webhooks.ssrf import UnsafeUrlError, address_problem, check_url, resolve_host
+from tests.dispatching import dispatch_until
 
 KEK = bytes(range(32))
 
@@ -84,7 +84,9 @@ def test_localhost_is_resolved_before_it_is_judged() -> None:
     assert all(a.is_loopback for a in addresses)
     with pytest.raises(UnsafeUrlError, match="loopback"):
         check_url("https://localhost/hooks", workspace_kind="live")
-    checked = check_url("http://localhost:8080/hooks", workspace_kind="sandbox")
+    checked = check_url(
+        "http://localhost:8080/hooks", workspace_kind="sandbox", private_targets="sandbox"
+    )
     assert checked.addresses == tuple(addresses)
 
 
@@ -102,7 +104,9 @@ def test_a_name_that_does_not_resolve_is_refused() -> None:
 
 
 def test_the_request_goes_to_the_checked_address_under_the_hosts_own_name() -> None:
-    target = check_url("http://localhost:8080/hooks?x=1", workspace_kind="sandbox")
+    target = check_url(
+        "http://localhost:8080/hooks?x=1", workspace_kind="sandbox", private_targets="sandbox"
+    )
     with webhook_http_client() as http:
         request = pinned_request(http, target, "127.0.0.1", body=b"{}", headers={"a": "b"})
     assert str(request.url) == "http://127.0.0.1:8080/hooks?x=1"
@@ -218,7 +222,7 @@ def test_fan_out_adds_one_delivery_per_matching_endpoint_held_for_a_disabled_one
         workspace="acme", timezone="Pacific/Auckland", connections={}, flows=(), ownership=()
     )
     event_id = _emit(db, clock, "acme", "customer.created")
-    assert dispatch_outbox(db, register, clock) == 1
+    assert dispatch_until(db, register, clock, 1) == 1
     with db.read() as conn:
         rows = conn.execute(sa.text("SELECT destination, event_id, status FROM deliveries")).all()
     assert sorted(rows) == sorted(

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from synchub.api.fair_use import webhook_admission
 from synchub.api.problems import problem
 from synchub.api.webhooks import MAX_WEBHOOK_BYTES, read_limited
 from synchub.bootstrap import Hub
@@ -121,6 +122,7 @@ async def receive_hubspot(request: Request) -> JSONResponse:
     except SignatureError as exc:
         log.info("api.rejected", path=request.url.path, code=exc.code, reason=str(exc))
         return problem(401, "invalid-signature", "Webhook signature is invalid")
+    webhook_admission(request, connection.name)()  # the connection's throttle, once verified
     events = parse_events(body)
     unstorable = [problem for index, event in enumerate(events)
                   for problem in unstorable_strings(event.raw, pointer=f"/{index}")]  # fmt: skip

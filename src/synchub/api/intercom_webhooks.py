@@ -31,8 +31,9 @@ from synchub.connectors.intercom.webhooks import (
     parse_notification,
     verify_signature,
 )
-from synchub.core.errors import NotFoundError, SignatureError
+from synchub.core.errors import NotFoundError, SignatureError, ValidationError
 from synchub.core.ids import new_id
+from synchub.core.jsontext import unstorable_strings
 from synchub.events.outbox import EventContext
 from synchub.ingest import store as inbox
 from synchub.ingest.service import is_known_event
@@ -147,6 +148,9 @@ async def receive_intercom(request: Request) -> Response:
         return Response(status_code=401)  # nothing said about why
     webhook_admission(request, connection.name)()
     note = parse_notification(body)
+    unstorable = unstorable_strings(note.raw)
+    if unstorable:  # refused at intake: stored, such text could only fail later
+        raise ValidationError("the notification holds text that cannot be stored", unstorable)
     headers = {k: v for k, v in request.headers.items() if k in AUDIT_HEADERS}
     done = await run_in_threadpool(
         accept_intercom_notification, hub, connection=connection.name, note=note, body=body,

@@ -660,11 +660,12 @@ def apply_vendor_merge(
                    at=ctx.now, actor=actor)  # fmt: skip
     merge_ids, refused = [], []
     for other in dict.fromkeys(k for k in known if k != survivor_id):
-        try:
-            merged = merge_into(conn, ctx, entity=entity, survivor_id=survivor_id,
-                                merged_id=other, owner_of=owner_of, rule=VENDOR_MERGE,
-                                actor=actor,
-                                vendor_ids=(system, frozenset(vendor_ids)))  # fmt: skip
+        try:  # in a savepoint: a refusal leaves nothing of this merge behind, whatever it wrote
+            with conn.begin_nested():
+                merged = merge_into(conn, ctx, entity=entity, survivor_id=survivor_id,
+                                    merged_id=other, owner_of=owner_of, rule=VENDOR_MERGE,
+                                    actor=actor,
+                                    vendor_ids=(system, frozenset(vendor_ids)))  # fmt: skip
         except (ConflictError, NotFoundError) as exc:
             refused.append(f"{other}: {exc}")
             log.warning("mdm.vendor_merge_refused", system=system, survivor_id=survivor_id,

@@ -310,7 +310,9 @@ class PartnerWebhookDestination:
             # Disabled after this delivery was claimed: hold it for when it is enabled again.
             # The loop then finds its lease gone and records nothing (no attempt, no signal).
             with hooks.db.write() as conn:
-                hold_if_disabled(conn, endpoint.id, attempt.delivery_id)
+                held = hold_if_disabled(conn, endpoint.id, attempt.delivery_id)
+            if not held:  # enabled again meanwhile: try again shortly, never a dead letter
+                raise TransientError(f"webhook endpoint {endpoint.id} was enabled again; retry")
             raise PermanentError(
                 f"webhook endpoint {endpoint.id} is disabled ({endpoint.disabled_reason}); not sent"
             )

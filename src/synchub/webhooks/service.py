@@ -85,7 +85,7 @@ def check_fields(
     changes: Mapping[str, Any],
     *,
     resolve: Resolver = resolve_host,
-    private_targets: Literal["sandbox", "none"] = "sandbox",
+    private_targets: Literal["sandbox", "none"] = "none",
 ) -> CheckedFields:
     """Check the url and event_types among `changes` (nulls refused), naming every offending
     field at once; UnsafeUrlError or ValidationError (422) when any is wrong."""
@@ -258,7 +258,9 @@ def webhook_destinations(
     """For each outbox event (by id), the `webhook:<endpoint id>` destinations it goes to and
     whether its delivery is held: every endpoint of its workspace whose filter lets its type
     through; a disabled one's delivery is recorded `held` (sent once it is enabled again)."""
-    endpoints = store.endpoints_of(conn, {str(e["workspace"]) for e in events})
+    # Share-locked: an enable committing meanwhile either waits for this fan-out (and then
+    # releases the rows it holds) or is seen by it, so no held row is left behind.
+    endpoints = store.endpoints_of(conn, {str(e["workspace"]) for e in events}, share_lock=True)
     return {
         str(event["id"]): [
             (destination_name(endpoint.id), not endpoint.enabled)

@@ -166,7 +166,7 @@ def check_url(
     *,
     workspace_kind: str,
     resolve: Resolver = resolve_host,
-    private_targets: Literal["sandbox", "none"] = "sandbox",
+    private_targets: Literal["sandbox", "none"] = "none",
 ) -> CheckedTarget:
     """Check a webhook URL for a workspace ('live' or 'sandbox'); UnsafeUrlError says why not.
 

@@ -94,9 +94,15 @@ def page_endpoints(
     return [_endpoint(r) for r in rows], more
 
 
-def endpoints_of(conn: Connection, workspaces: Collection[str]) -> list[Endpoint]:
-    """Every endpoint of some workspaces, enabled or not, in id order."""
+def endpoints_of(
+    conn: Connection, workspaces: Collection[str], *, share_lock: bool = False
+) -> list[Endpoint]:
+    """Every endpoint of some workspaces, enabled or not, in id order. With `share_lock`
+    (PostgreSQL), the rows stay share-locked until the transaction ends, so an enable or
+    disable (which locks the row for update) waits for it, or is seen by it."""
     query = sa.select(webhook_endpoints).where(_E.workspace.in_(list(workspaces))).order_by(_E.id)
+    if share_lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
     return [_endpoint(r) for r in conn.execute(query).mappings()]
 
 
