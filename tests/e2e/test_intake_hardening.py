@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from structlog.testing import capture_logs
 
 from synchub.connectors.hubspot.webhooks import signature_v3
 from synchub.connectors.stripe.webhooks import sign_header
@@ -24,6 +23,7 @@ from synchub.db import Database
 from synchub.ingest.store import inbox_events
 from tests.conftest import REPO
 from tests.harness import Harness, make_harness
+from tests.logs import captured_logs
 
 PLANS = """plans:
   default: {rate: 3, period_seconds: 60, burst: 3, monthly_quota: 1000,
@@ -174,7 +174,7 @@ def test_every_signature_failure_gets_the_same_detail_and_the_reason_is_logged(
         "two t": good + f",t={now}",
         "wrong secret": sign_header(body, secret="whsec_other", timestamp=now),
     }
-    with capture_logs() as logs:
+    with captured_logs() as logs:
         replies = {name: _stripe(harness, body, header) for name, header in cases.items()}
     details = {name: (r.status_code, r.json()["code"], r.json()["detail"])
                for name, r in replies.items()}  # fmt: skip

@@ -12,7 +12,6 @@ from datetime import timedelta
 import httpx
 import pytest
 import sqlalchemy as sa
-from structlog.testing import capture_logs
 
 from synchub.connectors.hubspot.client import HubSpotClient
 from synchub.connectors.hubspot.sandbox import SANDBOX_CLIENT_ID as HS_CLIENT_ID
@@ -42,6 +41,7 @@ from synchub.register.model import BreakerPolicy
 from synchub.vault import credentials, crypto
 from synchub.vault.service import VendorCredentials
 from synchub.vault.store import Vault, key_status, rotate, vendor_credentials
+from tests.logs import captured_logs
 
 KEK = os.urandom(32)
 WORKSPACE = "live"
@@ -272,7 +272,7 @@ def test_invalid_grant_needs_reauthorization_alerts_and_holds_deliveries(
     box.oauth.revoke_all()  # the organisation disconnected the app
     clock.advance(timedelta(minutes=26))
     before = _counter("xero", "invalid_grant")
-    with capture_logs() as logs, pytest.raises(ReauthorizationRequiredError) as raised:
+    with captured_logs() as logs, pytest.raises(ReauthorizationRequiredError) as raised:
         service.source("xero").access_token()
     assert signal_of(raised.value) is None  # not a vendor failure: the breaker is not fed
     assert any(
