@@ -39,14 +39,19 @@ RETURNED = (
     "replayed_at",
 )
 
+# Due: pending with next_attempt_at passed, or in flight on an expired lease (an in-flight row
+# was claimed when due, so its next_attempt_at has passed too). Written so that the partial
+# index ix_deliveries_due (next_attempt_at, event_seq WHERE status IN (...); migration 0011)
+# serves both the range and the ORDER BY: the scan stops after LIMIT claimable rows instead
+# of sorting every due row (ADR 0014).
 # The NOT EXISTS is the order rule. On PostgreSQL `OFFSET 0` keeps it a per-row probe of
 # ix_deliveries_order: left to itself, the planner turns it into an anti-join, and on a table
 # whose statistics are stale (any queue that just filled up) it picked a plan that compared
 # every due row with every active one (150 ms for 400 rows, against 1.5 ms).
 # A replayed delivery (ADR 0021) also waits while a later one of its (destination, aggregate)
 # is in flight on a live lease, so the stale-write guard reads what that one applied.
-_DUE = """((d.status = 'pending' AND d.next_attempt_at <= :now)
-       OR (d.status = 'in_flight' AND d.lease_until < :now))
+_DUE = """d.status IN ('pending', 'in_flight') AND d.next_attempt_at <= :now
+  AND (d.status = 'pending' OR d.lease_until < :now)
   AND NOT EXISTS (
     SELECT 1 FROM deliveries AS e
     WHERE e.destination = d.destination AND e.aggregate_id = d.aggregate_id

@@ -20,7 +20,7 @@ from synchub.core.clock import Clock
 from synchub.core.errors import HubError, PermanentError, TransientError
 from synchub.db import Database
 from synchub.events import store
-from synchub.events.outcome import record_outcome
+from synchub.events.outcome import Finished, record_outcome
 from synchub.events.retry import Uniform
 from synchub.mdm.records import MERGED_AWAY
 from synchub.register.model import BreakerPolicy, RetryPolicy
@@ -230,6 +230,16 @@ def deliver_one(
 ) -> tuple[str, Claimed | None]:
     """Attempt one leased delivery outside any transaction and record the outcome; with
     `claim_next`, lease this thread's next delivery in the outcome's transaction."""
+    done = attempt(ctx, claimed)
+    then = _claim_one(ctx) if claim_next else None
+    name, after = record_outcome(ctx, done.delivery, done.policy, done.started, done.result,
+                                 done.error, then=then)  # fmt: skip
+    return name, (after[0] if after else None)
+
+
+def attempt(ctx: DeliveryContext, claimed: Claimed) -> Finished:
+    """Call the destination for one leased delivery, outside any transaction; the outcome is
+    written by `record_outcome` or, with other slots' outcomes, `record_group`."""
     delivery = claimed.delivery
     started = ctx.clock.now()
     destination = ctx.destinations(delivery.workspace).get(delivery.destination)
@@ -241,17 +251,20 @@ def deliver_one(
             raise PermanentError(f"no destination named {delivery.destination!r} is configured")
         if claimed.event is None:
             raise PermanentError(f"event {delivery.event_id} is missing from the outbox")
-        attempt = Attempt(
+        call = Attempt(
             delivery_id=delivery.id,
             idempotency_key=delivery.idempotency_key,
             number=delivery.attempts,
         )
-        result = destination.deliver(claimed.event, attempt)
+        result = destination.deliver(claimed.event, call)
     except HubError as exc:
         error = exc
     except Exception as exc:
         log.exception("delivery.crashed", delivery_id=delivery.id)
         error = TransientError(f"unexpected {type(exc).__name__} in destination")
-    then = _claim_one(ctx) if claim_next else None
-    name, after = record_outcome(ctx, delivery, policy, started, result, error, then=then)
-    return name, (after[0] if after else None)
+    return Finished(delivery, policy, started, result, error)
+
+
+def claim_some(ctx: DeliveryContext) -> Callable[[Any, store.Health_ | None, int], list[Claimed]]:
+    """A group's claim: up to `limit` next deliveries in the outcomes' transaction."""
+    return lambda conn, health, limit: claim_work(ctx, conn, limit=limit, health=health)

@@ -78,28 +78,8 @@ def _write_outcome(
     """
     try:
         with ctx.db.write() as conn:
-            for link in result.links if result else []:
-                record_link(conn, workspace=delivery.workspace, entity=link.entity,
-                            canonical_id=link.canonical_id, system=delivery.destination,
-                            external_id=link.external_id, reason="delivered", at=now)  # fmt: skip
-            applied = None
-            if result is not None and result.applied:  # the stale-write guard (ADR 0021)
-                applied = store.Applied(delivery.workspace, delivery.destination,
-                                        list(result.applied), delivery.event_seq,
-                                        delivery.event_id, now)  # fmt: skip
-            response = outcome.response.as_dict() if outcome.response else None
-            attempt = {
-                "attempt": delivery.attempts, "started_at": started, "finished_at": now,
-                "outcome": outcome.name, "status_code": outcome.values.get("last_status_code"),
-                "error": outcome.values.get("last_error"),
-                "retry_after_seconds": outcome.retry_after, "response": response,
-                "workspace": delivery.workspace, "destination": delivery.destination,
-                "breaker_signal": outcome.signal.value if outcome.signal else None,
-            }  # fmt: skip
-            if not store.finish_attempt(conn, delivery.id, owner=ctx.worker_id,
-                                        values=outcome.values, attempt=attempt,
-                                        applied=applied):  # fmt: skip
-                raise _LeaseLostError  # rolls back the links written above
+            if not _write_rows(ctx, conn, delivery, started, now, outcome, result):
+                raise _LeaseLostError  # rolls back the links written
             known = None
             if then is not None and outcome.signal is Signal.SUCCESS:
                 known = breaker_store.health_rows(conn)  # for the success and the next claim
@@ -110,6 +90,39 @@ def _write_outcome(
     except _LeaseLostError:
         return False, None
     return True, after
+
+
+def _write_rows(
+    ctx: DeliveryContext,
+    conn: Any,
+    delivery: store.Delivery,
+    started: datetime,
+    now: datetime,
+    outcome: _Outcome,
+    result: Delivered | None,
+) -> bool:
+    """Write the links, the outcome, its attempt and the snapshots applied (not the breaker);
+    False when the lease was lost: the caller must then roll back what this wrote (links)."""
+    for link in result.links if result else []:
+        record_link(conn, workspace=delivery.workspace, entity=link.entity,
+                    canonical_id=link.canonical_id, system=delivery.destination,
+                    external_id=link.external_id, reason="delivered", at=now)  # fmt: skip
+    applied = None
+    if result is not None and result.applied:  # the stale-write guard (ADR 0021)
+        applied = store.Applied(delivery.workspace, delivery.destination,
+                                list(result.applied), delivery.event_seq,
+                                delivery.event_id, now)  # fmt: skip
+    response = outcome.response.as_dict() if outcome.response else None
+    attempt = {
+        "attempt": delivery.attempts, "started_at": started, "finished_at": now,
+        "outcome": outcome.name, "status_code": outcome.values.get("last_status_code"),
+        "error": outcome.values.get("last_error"),
+        "retry_after_seconds": outcome.retry_after, "response": response,
+        "workspace": delivery.workspace, "destination": delivery.destination,
+        "breaker_signal": outcome.signal.value if outcome.signal else None,
+    }  # fmt: skip
+    return store.finish_attempt(conn, delivery.id, owner=ctx.worker_id, values=outcome.values,
+                                attempt=attempt, applied=applied)  # fmt: skip
 
 
 def _observe(
@@ -182,6 +195,68 @@ def _decide(
                     "last_error": message, "last_status_code": status}  # fmt: skip
 
 
+def _prepare(
+    ctx: DeliveryContext,
+    delivery: store.Delivery,
+    policy: RetryPolicy,
+    result: Delivered | None,
+    error: HubError | None,
+) -> tuple[datetime, _Outcome]:
+    """When the attempt ended and what to write for it."""
+    signal = signal_of(error)
+    now = ctx.clock.now()
+    name, values = _decide(ctx, delivery, policy, now, result, error)
+    if name == "succeeded" and result is not None and result.superseded:
+        # Nothing was sent: the destination holds newer snapshots (ADR 0021). A success in
+        # the delivery's status; its own outcome in the attempt history; no breaker signal.
+        name, signal = "superseded", None
+    response = response_of(error) if error is not None else None
+    values["last_response"] = response.as_dict() if response else None
+    retry_after = error.retry_after if isinstance(error, TransientError) else None
+    return now, _Outcome(name, values, signal, response, retry_after)
+
+
+def _conflict_outcome(
+    ctx: DeliveryContext,
+    delivery: store.Delivery,
+    policy: RetryPolicy,
+    exc: LinkConflictError,
+    signal: Signal | None,
+) -> tuple[datetime, _Outcome]:
+    """A dead letter for a link conflict; it keeps the breaker signal of the call itself."""
+    conflict = PermanentError(f"{delivery.destination} answered with a record that "
+                              f"belongs to another customer: {exc}")  # fmt: skip
+    now = ctx.clock.now()
+    name, values = _decide(ctx, delivery, policy, now, None, conflict)
+    values["last_response"] = None
+    return now, _Outcome(name, values, signal, None, None)
+
+
+def _report(
+    delivery: store.Delivery,
+    name: str,
+    values: dict[str, Any],
+    started: datetime,
+    now: datetime,
+    result: Delivered | None,
+) -> None:
+    """Metrics and the log line of an attempt whose outcome transaction has ended."""
+    _count(delivery, name, started, now)
+    if name == "lease_lost":
+        log.warning("delivery.lease_lost", delivery_id=delivery.id)
+        return
+    (log.warning if name == "dead" else log.info)(
+        "delivery.attempted",
+        delivery_id=delivery.id,
+        destination=delivery.destination,
+        event_type=delivery.event_type,
+        attempt=delivery.attempts,
+        outcome=name,
+        error=values.get("last_error"),
+        **({"reason": result.summary} if name == "superseded" and result else {}),
+    )
+
+
 def record_outcome(
     ctx: DeliveryContext,
     delivery: store.Delivery,
@@ -194,65 +269,145 @@ def record_outcome(
 ) -> tuple[str, T | None]:
     """Decide and write one attempt's outcome; its name and what `then` returned (None when
     the lease was lost: nothing was written and `then` did not run)."""
-    signal = signal_of(error)
-    now = ctx.clock.now()
-    name, values = _decide(ctx, delivery, policy, now, result, error)
-    if name == "succeeded" and result is not None and result.superseded:
-        # Nothing was sent: the destination holds newer snapshots (ADR 0021). A success in
-        # the delivery's status; its own outcome in the attempt history; no breaker signal.
-        name, signal = "superseded", None
-    response = response_of(error) if error is not None else None
-    values["last_response"] = response.as_dict() if response else None
-    retry_after = error.retry_after if isinstance(error, TransientError) else None
-    outcome = _Outcome(name, values, signal, response, retry_after)
+    now, outcome = _prepare(ctx, delivery, policy, result, error)
     try:
         written, after = _write_outcome(ctx, delivery, started, now, outcome, result, then)
-        if not written:
-            log.warning("delivery.lease_lost", delivery_id=delivery.id)
-            _count(delivery, "lease_lost", started, now)
-            return "lease_lost", None
     except LinkConflictError as exc:  # rolled back; the destination merged two of our records
-        conflict = PermanentError(f"{delivery.destination} answered with a record that "
-                                  f"belongs to another customer: {exc}")  # fmt: skip
-        return _conflicted(ctx, delivery, policy, started, conflict, signal, then)
-    _count(delivery, name, started, now)
-    (log.warning if name == "dead" else log.info)(
-        "delivery.attempted",
-        delivery_id=delivery.id,
-        destination=delivery.destination,
-        event_type=delivery.event_type,
-        attempt=delivery.attempts,
-        outcome=name,
-        error=values.get("last_error"),
-        **({"reason": result.summary} if name == "superseded" and result else {}),
-    )
+        now, outcome = _conflict_outcome(ctx, delivery, policy, exc, outcome.signal)
+        result = None
+        written, after = _write_outcome(ctx, delivery, started, now, outcome, None, then)
+    name = outcome.name if written else "lease_lost"
+    _report(delivery, name, outcome.values, started, now, result)
     return name, after
 
 
-def _conflicted(
+@dataclass(frozen=True)
+class Finished:
+    """An attempt whose call has ended, waiting for its outcome to be written."""
+
+    delivery: store.Delivery
+    policy: RetryPolicy
+    started: datetime
+    result: Delivered | None
+    error: HubError | None
+
+
+Claim = Callable[[Any, dict[tuple[str, str], Health] | None, int], list[T]]
+
+
+class _Savepoints:
+    """Savepoints of one transaction, one per outcome of a group (never released: the
+    commit ends them all, and a group is a handful)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.count = 0
+
+    def take(self) -> str:
+        self.count += 1
+        name = f"synchub_outcome_{self.count}"
+        self.conn.exec_driver_sql(f"SAVEPOINT {name}")
+        return name
+
+    def roll_back(self, name: str) -> None:
+        self.conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+
+
+def record_group(
+    ctx: DeliveryContext, finished: list[Finished], *, claim: Claim[T] | None, wants: list[bool]
+) -> list[tuple[str, T | None] | BaseException]:
+    """Group commit (ADR 0014): write several attempts' outcomes in one transaction, each in
+    a savepoint of its own (a lost lease, a link conflict or an error rolls back only that
+    outcome's rows), then claim next deliveries in the same transaction: at most one for
+    each outcome written whose slot `wants` one. Per attempt, in order: its outcome's name
+    and the next delivery claimed for it (None: none), or the error its outcome met. Metrics
+    and log lines follow the commit; an error of the transaction itself is raised."""
+    prepared = [_prepare(ctx, f.delivery, f.policy, f.result, f.error) for f in finished]
+    done: list[_Written | BaseException] = [RuntimeError("not written")] * len(finished)
+    # Rows are locked in one order by every group and heartbeat: deliveries by id, then the
+    # breaker rows by (workspace, destination), so two transactions never wait on each other.
+    by_id = sorted(range(len(finished)), key=lambda i: finished[i].delivery.id)
+    with ctx.db.write() as conn:
+        points = _Savepoints(conn)
+        known = None
+        if claim is not None or any(o.signal is Signal.SUCCESS for _, o in prepared):
+            known = breaker_store.health_rows(conn)  # for successes and the claim
+        for i in by_id:
+            done[i] = _write_one(ctx, conn, points, finished[i], *prepared[i])
+        # The breaker sees the outcomes written (a lost lease gives it no signal). An error
+        # here fails the whole group: its outcomes roll back and their leases run out.
+        written = [(i, d) for i in by_id if isinstance(d := done[i], _Written) and d.written]
+        written.sort(key=lambda x: (finished[x[0]].delivery.workspace,
+                                    finished[x[0]].delivery.destination))  # fmt: skip
+        for i, d in written:
+            signal = d.outcome.signal
+            if signal is not None and _observe(ctx, conn, finished[i].delivery, signal,
+                                               d.outcome, d.now, known):  # fmt: skip
+                known = None  # the breaker moved: read it afresh
+        takers = [
+            isinstance(d, _Written) and d.written and want
+            for d, want in zip(done, wants, strict=True)
+        ]
+        nexts: list[T] = []
+        if claim is not None and any(takers):
+            point = points.take()
+            try:
+                nexts = claim(conn, known, sum(takers))
+            except Exception:  # the outcomes still commit; the slots are given back
+                log.exception("delivery.group_claim_failed", worker_id=ctx.worker_id)
+                points.roll_back(point)
+                nexts = []
+    out: list[tuple[str, T | None] | BaseException] = []
+    for f, d, taker in zip(finished, done, takers, strict=True):
+        if isinstance(d, BaseException):
+            out.append(d)
+            continue
+        _report(f.delivery, d.name, d.outcome.values, f.started, d.now, d.result)
+        out.append((d.name, nexts.pop(0) if taker and nexts else None))
+    return out
+
+
+@dataclass(frozen=True)
+class _Written:
+    """One outcome of a group, written (or refused: lease lost) in its savepoint."""
+
+    written: bool
+    now: datetime
+    outcome: _Outcome
+    result: Delivered | None
+
+    @property
+    def name(self) -> str:
+        return self.outcome.name if self.written else "lease_lost"
+
+
+def _write_one(
     ctx: DeliveryContext,
-    delivery: store.Delivery,
-    policy: RetryPolicy,
-    started: datetime,
-    conflict: PermanentError,
-    signal: Signal | None,
-    then: Then[T] | None,
-) -> tuple[str, T | None]:
-    """A dead letter for a link conflict; it keeps the breaker signal of the call itself."""
-    now = ctx.clock.now()
-    name, values = _decide(ctx, delivery, policy, now, None, conflict)
-    values["last_response"] = None
-    outcome = _Outcome(name, values, signal, None, None)
-    written, after = _write_outcome(ctx, delivery, started, now, outcome, None, then)
+    conn: Any,
+    points: _Savepoints,
+    f: Finished,
+    now: datetime,
+    outcome: _Outcome,
+) -> _Written | BaseException:
+    """One outcome of a group in a savepoint of its own; rolled back alone when its lease
+    was lost or it failed (the error is returned: only this outcome is lost, its lease runs
+    out and it is retaken)."""
+    point = points.take()
+    result = f.result
+    try:
+        try:
+            written = _write_rows(ctx, conn, f.delivery, f.started, now, outcome, result)
+        except LinkConflictError as exc:  # the destination merged two of our records
+            points.roll_back(point)
+            now, outcome = _conflict_outcome(ctx, f.delivery, f.policy, exc, outcome.signal)
+            result = None
+            written = _write_rows(ctx, conn, f.delivery, f.started, now, outcome, None)
+    except Exception as exc:  # noqa: BLE001 - handed to the slot, which raises it
+        points.roll_back(point)
+        return exc
     if not written:
-        log.warning("delivery.lease_lost", delivery_id=delivery.id)
-        _count(delivery, "lease_lost", started, now)
-        return "lease_lost", None
-    _count(delivery, name, started, now)
-    log.warning("delivery.attempted", delivery_id=delivery.id, destination=delivery.destination,
-                event_type=delivery.event_type, attempt=delivery.attempts, outcome=name,
-                error=values.get("last_error"))  # fmt: skip
-    return name, after
+        points.roll_back(point)  # the links it wrote
+    return _Written(written, now, outcome, result)
 
 
 WEBHOOK_LABEL = "webhook"  # every partner endpoint: metric labels never carry an id (ADR 0013)

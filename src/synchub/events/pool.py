@@ -7,6 +7,14 @@ due. Whoever drives the pool (the worker's loop thread) claims one delivery per 
 when new work may have arrived, and renews the leases of running attempts every heartbeat.
 A slot holds at most one claimed delivery, so the pool never holds more claims than it has
 threads (ADR 0004).
+
+Group commit: slots whose attempts end together write their outcomes in one transaction, each
+in a savepoint of its own, followed in it by the claims for those slots' next deliveries
+(`record_group`). The first slot to finish leads: it waits until no other slot is still
+calling its destination, or `GROUP_WINDOW_SECONDS` at most, then commits for all that are
+waiting; slots that finish meanwhile wait for the next group. An outcome is still committed
+before the next attempt of its (destination, aggregate) can be claimed, and metrics follow
+the commit.
 """
 
 from __future__ import annotations
@@ -23,13 +31,91 @@ from synchub.events.delivery import (
     Claimed,
     DeliveryContext,
     DeliveryStats,
+    attempt,
+    claim_some,
     claim_work,
-    deliver_one,
     heartbeat_seconds,
     renew,
 )
+from synchub.events.outcome import Finished, record_group
 
 log = structlog.get_logger(__name__)
+
+# How long the first slot of a group waits for the others still calling their destinations.
+GROUP_WINDOW_SECONDS = 0.002
+
+
+class _Entry:
+    """One slot's finished attempt, waiting for its group to commit."""
+
+    def __init__(self, finished: Finished, want_next: bool) -> None:
+        self.finished = finished
+        self.want_next = want_next
+        self.result: tuple[str, Claimed | None] | BaseException | None = None
+
+
+class _GroupCommit:
+    """Leader/follower group commit of the slots' outcomes (see the module docstring)."""
+
+    def __init__(self, ctx: DeliveryContext, window: float) -> None:
+        self.ctx = ctx
+        self.window = window
+        self._cond = threading.Condition()
+        self._queue: list[_Entry] = []
+        self._committing = False
+        self._attempting = 0  # slots calling their destinations (claimed, outcome not queued)
+
+    def started(self, count: int = 1) -> None:
+        """`count` slots have claimed deliveries they are about to attempt."""
+        with self._cond:
+            self._attempting += count
+
+    def abandoned(self) -> None:
+        """A slot's attempt ended without an outcome to write (its thread failed)."""
+        with self._cond:
+            self._attempting -= 1
+            self._cond.notify_all()
+
+    def submit(self, finished: Finished, *, want_next: bool) -> tuple[str, Claimed | None]:
+        """Write this attempt's outcome with whatever else is waiting; its outcome's name and
+        the slot's next delivery (None: give the slot back)."""
+        entry = _Entry(finished, want_next)
+        with self._cond:
+            self._attempting -= 1
+            self._queue.append(entry)
+            self._cond.notify_all()
+            while entry.result is None and self._committing:
+                self._cond.wait()
+            if entry.result is not None:
+                return _unwrap(entry.result)
+            self._committing = True  # this slot leads the next group
+            deadline = time.monotonic() + self.window
+            while self._attempting > 0 and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            batch, self._queue = self._queue, []
+        results: list[tuple[str, Claimed | None] | BaseException]
+        try:
+            results = record_group(self.ctx, [e.finished for e in batch],
+                                   claim=claim_some(self.ctx),
+                                   wants=[e.want_next for e in batch])  # fmt: skip
+        except BaseException as exc:  # noqa: BLE001 - the transaction failed: each slot raises it
+            results = [exc] * len(batch)
+        with self._cond:
+            for item, result in zip(batch, results, strict=True):
+                item.result = result
+                if not isinstance(result, BaseException) and result[1] is not None:
+                    self._attempting += 1
+            self._committing = False
+            self._cond.notify_all()
+        return _unwrap(results[batch.index(entry)])
+
+
+def _unwrap(
+    result: tuple[str, Claimed | None] | BaseException,
+) -> tuple[str, Claimed | None]:
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 class _Slot:
@@ -49,6 +135,7 @@ class DeliveryPool:
         *,
         size: int,
         on_done: Callable[[], None] = lambda: None,
+        group_window: float = GROUP_WINDOW_SECONDS,
     ) -> None:
         self.ctx = ctx
         self.size = size
@@ -59,6 +146,7 @@ class DeliveryPool:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.stats = DeliveryStats()
+        self._group = _GroupCommit(ctx, group_window)
 
     @property
     def free(self) -> int:
@@ -86,17 +174,25 @@ class DeliveryPool:
         with self._lock:
             if len(self._slots) + len(claimed) > self.size:
                 raise RuntimeError("claimed more deliveries than the pool has free slots")
+            self._group.started(len(claimed))
             for item in claimed:
                 slot = _Slot()
                 slot.delivery_id = item.delivery.id
                 self._slots[slot] = self._executor.submit(self._run, slot, item)
 
     def _run(self, slot: _Slot, claimed: Claimed) -> None:
-        """A slot's thread: attempt, record and claim the next in one transaction, repeat."""
+        """A slot's thread: attempt; record and claim the next with the other slots' outcomes
+        in one transaction (group commit); repeat."""
         item: Claimed | None = claimed
         try:
             while item is not None:
-                outcome, item = deliver_one(self.ctx, item, claim_next=not self._closing.is_set())
+                try:
+                    finished = attempt(self.ctx, item)
+                except BaseException:
+                    self._group.abandoned()
+                    raise
+                want = not self._closing.is_set()
+                outcome, item = self._group.submit(finished, want_next=want)
                 with self._lock:
                     self.stats.count(outcome)
                     slot.delivery_id = item.delivery.id if item else None

@@ -70,6 +70,14 @@ deliveries = sa.Table(
     sa.UniqueConstraint("event_id", "destination"),
     sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_order", "destination", "aggregate_id", "event_seq"),
+    # The claim's range and order (events/claim_sql.py, migration 0011).
+    sa.Index(
+        "ix_deliveries_due",
+        "next_attempt_at",
+        "event_seq",
+        postgresql_where=sa.text("status IN ('pending', 'in_flight')"),
+        sqlite_where=sa.text("status IN ('pending', 'in_flight')"),
+    ),
 )
 
 delivery_attempts = sa.Table(
@@ -360,6 +368,19 @@ _RENEW = sa.update(deliveries).where(
 )
 
 
+# PostgreSQL: the rows are locked in id order, as a group commit writes its outcomes
+# (events/outcome.py), so a heartbeat and a group never wait on each other.
+_RENEW_ORDERED = sa.text(
+    "UPDATE deliveries SET lease_until = :lease_until WHERE id IN ("
+    "SELECT id FROM deliveries WHERE id IN :b_ids AND status = 'in_flight'"
+    " AND lease_owner = :b_owner ORDER BY id FOR UPDATE)"
+    " AND status = 'in_flight' AND lease_owner = :b_owner"
+).bindparams(
+    sa.bindparam("b_ids", expanding=True, type_=sa.String),
+    sa.bindparam("lease_until", type_=UtcDateTime),
+)
+
+
 def renew_leases(
     conn: Connection, delivery_ids: list[str], *, owner: str, lease_until: datetime
 ) -> int:
@@ -367,7 +388,8 @@ def renew_leases(
     if not delivery_ids:
         return 0
     params = {"b_ids": delivery_ids, "b_owner": owner, "lease_until": lease_until}
-    return int(conn.execute(_RENEW, params).rowcount)
+    statement = _RENEW_ORDERED if conn.dialect.name == "postgresql" else _RENEW
+    return int(conn.execute(statement, params).rowcount)
 
 
 _RECORD_ATTEMPT = sa.insert(delivery_attempts)
