@@ -19,6 +19,7 @@ from synchub.contract.cli import contract_app
 from synchub.core.errors import HubError
 from synchub.events.cli import deliveries_app, dlq_app
 from synchub.mdm.cli import reconcile_command
+from synchub.mdm.match_cli import match_app
 from synchub.mdm.merges_cli import merges_app
 from synchub.observability.logging import configure_logging
 from synchub.ratelimit.cli import show_usage
@@ -39,6 +40,7 @@ app.command("usage")(show_usage)
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(merges_app, name="merges")
+app.add_typer(match_app, name="match")
 app.command("reconcile")(reconcile_command)
 sandbox_app = typer.Typer(help="Vendor sandboxes over HTTP (chaos tests).", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")

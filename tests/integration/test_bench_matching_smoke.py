@@ -18,8 +18,11 @@ DATASET_KEYS = {
     "true_pairs",
     "candidate_pairs",
     "same_candidate_pairs",
+    "weights_chosen",
     "synchub",
-    "synchub_em",
+    "synchub_shipped",
+    "synchub_learned",
+    "synchub_fit",
     "splink",
     "f1_synchub_minus_splink",
     "meets_f1_target",
@@ -71,7 +74,12 @@ def test_the_matching_bench_prints_its_figures_as_a_json_last_line() -> None:
         assert figures["same_candidate_pairs"] is True
         assert figures["candidate_pairs"] == figures["splink_candidate_pairs"] > 0
         assert figures["true_pairs"] > 0
-        for side in ("synchub", "synchub_em", "splink"):
+        assert figures["weights_chosen"] in {"learned", "shipped"}
+        assert figures["synchub_fit"]["accepted"] is (figures["weights_chosen"] == "learned")
+        # the headline is what a user would run: the learned weights only if accepted
+        headline = f"synchub_{figures['weights_chosen']}"
+        assert figures["synchub"]["f1"] == figures[headline]["f1"]
+        for side in ("synchub", "synchub_shipped", "synchub_learned", "splink"):
             quality = figures[side]
             assert set(quality) >= QUALITY_KEYS
             for key in ("precision", "recall", "f1", "best_f1"):

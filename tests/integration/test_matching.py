@@ -267,3 +267,18 @@ def test_a_deleted_source_record_stops_matching(db: Database, clock: FixedClock)
     apply(db, clock, replace(gone, deleted=True))
     later = apply(db, clock, customer("product", "p1", email="aroha@kowhai.nz"))
     assert later.rule == "new"
+
+
+def test_the_registers_weights_decide(db: Database, clock: FixedClock) -> None:
+    """Weights learned with `synchub match train --write` are the ones the matcher scores
+    with: a prior that makes any pair improbable turns a fuzzy link into a new record."""
+    apply(db, clock, customer("stripe", "cus_1", name="Māori Tech Ltd",
+                              email="info@maoritech.co.nz"))  # fmt: skip
+    doubtful = MatchThresholds(weights={"prior": -60.0})
+    alone = apply(db, clock, customer("product", "p1", name="Maori Tech Limited",
+                                      email="accounts@maoritech.co.nz"),
+                  thresholds=doubtful)  # fmt: skip
+    assert (alone.rule, alone.candidates) == ("new", [])
+    linked = apply(db, clock, customer("product", "p2", name="Maori Tech Limited",
+                                       email="billing@maoritech.co.nz"))  # fmt: skip
+    assert linked.rule == "fuzzy"  # the shipped weights link the same kind of record

@@ -70,3 +70,33 @@ def test_bad_thresholds_are_named(register_dir: Path, text: str, message: str) -
 def test_thresholds_are_declared_once(register_dir: Path) -> None:
     (register_dir / "more.yaml").write_text("matching:\n  customer: {link_at: 0.9}\n")
     assert any("matching for 'customer' is also declared in" in p for p in _problems(register_dir))
+
+
+def test_learnt_weights_in_the_register_are_used_for_that_entity(register_dir: Path) -> None:
+    from synchub.mdm.matching import DEFAULT_WEIGHTS, Level
+    from synchub.mdm.weights import weights_for
+
+    _write(
+        register_dir,
+        "matching:\n  customer:\n    link_at: 0.95\n    review_at: 0.6\n    weights:\n"
+        "      prior: -11.5\n"
+        "      fields: {name: {exact: 7.5, close: 5, similar: 1, different: -4.25}}\n",
+    )
+    register, _ = load_checked_register(Settings(register_dir=register_dir))
+    weights = weights_for(register, "customer")
+    assert weights.prior == -11.5
+    assert weights.fields["name"][Level.DIFFERENT] == -4.25
+    assert weights.fields["phone"] == DEFAULT_WEIGHTS.fields["phone"]
+    assert weights_for(register, "account") == DEFAULT_WEIGHTS
+
+
+def test_bad_weights_are_refused_naming_the_field(register_dir: Path) -> None:
+    path = _write(
+        register_dir,
+        "matching:\n  customer:\n    link_at: 0.95\n    weights:\n"
+        "      fields: {name: {exact: 7.5, close: 5}}\n",
+    )
+    problems = _problems(register_dir)
+    assert any(
+        p.startswith(f"{path}:") and "weights.fields.name needs exactly" in p for p in problems
+    ), problems

@@ -20,8 +20,10 @@ from synchub.core.ids import new_id
 from synchub.mapping.model import Observation
 from synchub.mdm import match_store, store
 from synchub.mdm.matching import (
+    DEFAULT_WEIGHTS,
     MatchRecord,
     Verdict,
+    Weights,
     blocking_keys,
     compare,
     contradicts,
@@ -30,6 +32,7 @@ from synchub.mdm.matching import (
     normalise,
     probability,
 )
+from synchub.mdm.weights import weights_from_mapping
 from synchub.register.model import DEFAULT_MATCH_THRESHOLDS, MatchThresholds
 
 log = structlog.get_logger(__name__)
@@ -100,7 +103,7 @@ def find_match(
                 continue
             return Match(canonical_id, kind)
     scored = score_candidates(conn, record, workspace=workspace, entity=obs.entity,
-                              system=obs.system)  # fmt: skip
+                              system=obs.system, weights=_weights(thresholds))  # fmt: skip
     linked = [
         p for p in scored
         if decide(p.score, thresholds) is Verdict.LINK and not _is_contradicted(p)
@@ -116,8 +119,21 @@ def _is_contradicted(proposal: Proposal) -> bool:
     return "different" in (proposal.evidence.get("tax_id"), proposal.evidence.get("product_id"))
 
 
+def _weights(thresholds: MatchThresholds) -> Weights:
+    """The register's weights for this entity (`synchub match train --write`), else shipped."""
+    return (
+        DEFAULT_WEIGHTS if thresholds.weights is None else weights_from_mapping(thresholds.weights)
+    )
+
+
 def score_candidates(
-    conn: Connection, record: MatchRecord, *, workspace: str, entity: str, system: str
+    conn: Connection,
+    record: MatchRecord,
+    *,
+    workspace: str,
+    entity: str,
+    system: str,
+    weights: Weights = DEFAULT_WEIGHTS,
 ) -> list[Proposal]:
     """Score a normalised record against the live golden records sharing a key with it
     (none holding an id from `system`), best first."""
@@ -128,7 +144,7 @@ def score_candidates(
     for canonical_id in ids:
         levels = compare(record, _golden_record(conn, entity, canonical_id))
         evidence = {name: str(level) for name, level in sorted(levels.items())}
-        scored.append(Proposal(canonical_id, probability(levels), evidence))
+        scored.append(Proposal(canonical_id, probability(levels, weights), evidence))
     return sorted(scored, key=lambda p: (-p.score, p.target_id))
 
 
@@ -212,7 +228,8 @@ def rematch(
     if canonical_id is None or golden is None or entity not in MATCHED_ENTITIES:
         return []
     record = normalise(record_of(entity, golden))
-    scored = score_candidates(conn, record, workspace=workspace, entity=entity, system=system)
+    scored = score_candidates(conn, record, workspace=workspace, entity=entity, system=system,
+                              weights=_weights(thresholds))  # fmt: skip
     proposals = tuple(
         p for p in scored
         if decide(p.score, thresholds) is not Verdict.NEW and p.target_id != canonical_id

@@ -140,10 +140,20 @@ class _Thresholds(_Strict):
     link_at: float = Field(default=0.95, ge=0, le=1)
     review_at: float = Field(default=0.6, ge=0, le=1)
 
+    weights: dict[str, Any] | None = None  # Fellegi-Sunter weights (ADR 0018)
+
     @model_validator(mode="after")
     def _ordered(self) -> _Thresholds:
         if self.review_at > self.link_at:
             raise ValueError("review_at must not be above link_at")
+        return self
+
+    @model_validator(mode="after")
+    def _valid_weights(self) -> _Thresholds:
+        if self.weights is not None:
+            from synchub.mdm.weights import weights_from_mapping  # mdm imports the register
+
+            weights_from_mapping(self.weights)  # raises ValueError naming the field
         return self
 
 

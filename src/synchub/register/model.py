@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 
 class Mode(StrEnum):
@@ -148,6 +150,9 @@ class MatchThresholds:
 
     link_at: float = 0.95
     review_at: float = 0.6
+    # Fellegi-Sunter weights as plain data (`prior`, `fields`), e.g. from `synchub match
+    # train`; None: the shipped weights. Read with `synchub.mdm.weights.weights_for`.
+    weights: Mapping[str, Any] | None = field(default=None, hash=False, compare=True)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.review_at <= self.link_at <= 1.0:
