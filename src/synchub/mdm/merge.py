@@ -421,10 +421,10 @@ def _move_sources_back(
                      actor=actor)  # fmt: skip
         if (system, external_id) in before:
             reason, score, at = before[(system, external_id)]
-            merge_store.restore_link(conn, workspace=ctx.workspace, entity=entity, system=system,
-                                     external_id=external_id, canonical_id=merged_id,
-                                     reason=reason, score=score,
-                                     linked_at=_parse_datetime(at))  # fmt: skip
+            # the row exactly as it was before the merge: rule, score and time of the link
+            match_store.move_link(conn, workspace=ctx.workspace, entity=entity, system=system,
+                                  external_id=external_id, to_id=merged_id, reason=reason,
+                                  score=score, at=_parse_datetime(at))  # fmt: skip
         merge_store.move_source_record_back(conn, workspace=ctx.workspace,
                                             source=(system, object_type, external_id),
                                             from_id=survivor_id, to_id=merged_id)  # fmt: skip

@@ -83,31 +83,6 @@ def link_row(
     return dict(row) if row else None
 
 
-def restore_link(
-    conn: Connection,
-    *,
-    workspace: str,
-    entity: str,
-    system: str,
-    external_id: str,
-    canonical_id: str,
-    reason: str,
-    score: float | None,
-    linked_at: datetime,
-) -> None:
-    """Put a crosswalk row back exactly as it was."""
-    conn.execute(
-        sa.update(crosswalk)
-        .where(
-            crosswalk.c.workspace == workspace,
-            crosswalk.c.entity == entity,
-            crosswalk.c.system == system,
-            crosswalk.c.external_id == external_id,
-        )
-        .values(canonical_id=canonical_id, reason=reason, score=score, linked_at=linked_at)
-    )
-
-
 def move_source_record_back(
     conn: Connection,
     *,
